@@ -1,0 +1,54 @@
+"""registry_sdk: a typed, fast Python client for the MLflow Model Registry.
+
+>>> import registry_sdk as rs
+>>> client = rs.RegistryClient()            # sqlite:///mlflow.db, or MLFLOW_TRACKING_URI
+>>> client.resolve("churn@prod")            # doctest: +SKIP
+
+Importing this package does not import mlflow; that happens only where a feature needs it.
+"""
+
+from registry_sdk._version import __version__
+from registry_sdk.client import RegistryClient
+from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
+from registry_sdk.errors import (
+    AliasNotFoundError,
+    AlreadyExistsError,
+    CacheIntegrityError,
+    InvalidReferenceError,
+    InvalidRequestError,
+    InvalidResponseError,
+    ModelNotFoundError,
+    NotFoundError,
+    OfflineError,
+    PermissionDeniedError,
+    PromotionRejectedError,
+    RegistryError,
+    RegistryUnavailableError,
+    VersionNotFoundError,
+)
+from registry_sdk.refs import ModelRef, RefKind, parse_ref
+
+__all__ = [
+    "AliasEvent",
+    "AliasNotFoundError",
+    "AlreadyExistsError",
+    "CacheIntegrityError",
+    "InvalidReferenceError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "ModelNotFoundError",
+    "ModelRef",
+    "ModelVersion",
+    "NotFoundError",
+    "OfflineError",
+    "PermissionDeniedError",
+    "PromotionRejectedError",
+    "RefKind",
+    "RegisteredModel",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "VersionNotFoundError",
+    "__version__",
+    "parse_ref",
+]

@@ -1,0 +1,102 @@
+"""The protocol every backend implements; the client sees nothing else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from registry_sdk.entities import ModelVersion, RegisteredModel
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of a search and the token for the next (``None`` on the last page)."""
+
+    items: tuple[T, ...]
+    next_token: str | None
+
+
+@attrs.frozen
+class ServerInfo:
+    """What ``doctor`` reports about the registry behind a backend."""
+
+    kind: str
+    uri: str
+    reachable: bool
+    version: str | None
+    detail: str | None = None
+
+
+class Backend(Protocol):
+    """Registry operations, one call each. Errors are always :class:`~registry_sdk.errors.RegistryError`.
+
+    ``create_model`` and ``create_version`` make a single attempt: the client owns the retry
+    of calls that create something, because only it knows how to check what a lost reply did.
+    """
+
+    uri: str
+    #: The largest ``max_results`` the store accepts for each search.
+    max_models_page: int
+    max_versions_page: int
+
+    def create_model(
+        self, name: str, *, description: str | None, tags: Mapping[str, str]
+    ) -> RegisteredModel: ...
+    def get_model(self, name: str) -> RegisteredModel: ...
+    def search_models(
+        self,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[RegisteredModel]: ...
+    def update_model(self, name: str, *, description: str) -> RegisteredModel: ...
+    def rename_model(self, name: str, new_name: str) -> RegisteredModel: ...
+    def delete_model(self, name: str) -> None: ...
+    def set_model_tag(self, name: str, key: str, value: str) -> None: ...
+    def delete_model_tag(self, name: str, key: str) -> None: ...
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        *,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str | None,
+        run_link: str | None,
+        model_id: str | None,
+    ) -> ModelVersion: ...
+    def get_version(self, name: str, version: int) -> ModelVersion: ...
+    def search_versions(
+        self,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[ModelVersion]: ...
+    def update_version(self, name: str, version: int, *, description: str) -> ModelVersion: ...
+    def delete_version(self, name: str, version: int) -> None: ...
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None: ...
+    def delete_version_tag(self, name: str, version: int, key: str) -> None: ...
+    def get_download_uri(self, name: str, version: int) -> str: ...
+
+    def set_alias(self, name: str, alias: str, version: int) -> None: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
+    def get_version_by_alias(self, name: str, alias: str) -> ModelVersion: ...
+
+    def get_latest_versions(self, name: str, stages: Sequence[str]) -> list[ModelVersion]: ...
+    def transition_stage(
+        self, name: str, version: int, stage: str, *, archive_existing: bool
+    ) -> ModelVersion: ...
+
+    def server_info(self) -> ServerInfo: ...
+    def close(self) -> None: ...

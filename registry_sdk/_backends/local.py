@@ -1,0 +1,311 @@
+"""Local backend: MLflow's own in-process client, for ``sqlite:///mlflow.db`` and other store URIs.
+
+This is the only backend that imports mlflow, and it does so when it is constructed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk.entities import ModelVersion, RegisteredModel
+from registry_sdk.errors import RegistryError, Subject, from_mlflow_exception
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from registry_sdk._config import Settings
+
+T = TypeVar("T")
+
+
+class LocalBackend:
+    """The :class:`~registry_sdk._backends.base.Backend` over ``mlflow.MlflowClient``."""
+
+    def __init__(self, settings: Settings) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.model_registry import (
+            SEARCH_MODEL_VERSION_MAX_RESULTS_THRESHOLD,
+            SEARCH_REGISTERED_MODEL_MAX_RESULTS_THRESHOLD,
+        )
+
+        self.settings = settings
+        self.uri = settings.registry_uri
+        self.max_models_page = SEARCH_REGISTERED_MODEL_MAX_RESULTS_THRESHOLD
+        self.max_versions_page = SEARCH_MODEL_VERSION_MAX_RESULTS_THRESHOLD
+        self._mlflow_exception = MlflowException
+        self._client = MlflowClient(
+            tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
+        )
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.uri!r})"
+
+    @contextmanager
+    def _translate(self, action: str, subject: Subject | None = None) -> Iterator[None]:
+        try:
+            yield
+        except self._mlflow_exception as exc:
+            raise from_mlflow_exception(exc, subject=subject, action=action) from None
+
+    def _call(self, fn: Callable[[], T], action: str, subject: Subject | None = None) -> T:
+        with self._translate(action, subject):
+            return fn()
+
+    # ---------------------------------------------------------------------------- models
+
+    def create_model(
+        self, name: str, *, description: str | None, tags: Mapping[str, str]
+    ) -> RegisteredModel:
+        """Create a registered model."""
+        rm = self._call(
+            lambda: self._client.create_registered_model(
+                name, tags=dict(tags), description=description
+            ),
+            f"create model {name!r}",
+        )
+        return RegisteredModel.from_mlflow(rm)
+
+    def get_model(self, name: str) -> RegisteredModel:
+        """Fetch a registered model."""
+        rm = self._call(
+            lambda: self._client.get_registered_model(name), f"get model {name!r}", "model"
+        )
+        return RegisteredModel.from_mlflow(rm)
+
+    def search_models(
+        self,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[RegisteredModel]:
+        """One page of registered models."""
+        paged = self._call(
+            lambda: self._client.search_registered_models(
+                filter_string=filter,
+                max_results=max_results,
+                order_by=list(order_by) or None,
+                page_token=page_token,
+            ),
+            "search models",
+        )
+        return Page(tuple(RegisteredModel.from_mlflow(m) for m in paged), paged.token or None)
+
+    def update_model(self, name: str, *, description: str) -> RegisteredModel:
+        """Set a registered model's description."""
+        rm = self._call(
+            lambda: self._client.update_registered_model(name, description=description),
+            f"update model {name!r}",
+            "model",
+        )
+        return RegisteredModel.from_mlflow(rm)
+
+    def rename_model(self, name: str, new_name: str) -> RegisteredModel:
+        """Rename a registered model."""
+        rm = self._call(
+            lambda: self._client.rename_registered_model(name, new_name),
+            f"rename model {name!r} to {new_name!r}",
+            "model",
+        )
+        return RegisteredModel.from_mlflow(rm)
+
+    def delete_model(self, name: str) -> None:
+        """Delete a registered model and its versions."""
+        self._call(
+            lambda: self._client.delete_registered_model(name), f"delete model {name!r}", "model"
+        )
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set a tag on a registered model."""
+        self._call(
+            lambda: self._client.set_registered_model_tag(name, key, value),
+            f"set tag {key!r} on model {name!r}",
+            "model",
+        )
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Delete a tag from a registered model."""
+        self._call(
+            lambda: self._client.delete_registered_model_tag(name, key),
+            f"delete tag {key!r} of model {name!r}",
+            "model",
+        )
+
+    # ---------------------------------------------------------------------------- versions
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        *,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str | None,
+        run_link: str | None,
+        model_id: str | None,
+    ) -> ModelVersion:
+        """Create a model version."""
+        kwargs: dict[str, Any] = {
+            "run_id": run_id,
+            "tags": dict(tags),
+            "run_link": run_link,
+            "description": description,
+        }
+        if model_id is not None:
+            kwargs["model_id"] = model_id
+        mv = self._call(
+            lambda: self._client.create_model_version(name, source, **kwargs),
+            f"create a version of {name!r}",
+            "model",
+        )
+        return ModelVersion.from_mlflow(mv)
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """Fetch one version."""
+        mv = self._call(
+            lambda: self._client.get_model_version(name, str(version)),
+            f"get version {name}/{version}",
+            "version",
+        )
+        return ModelVersion.from_mlflow(mv)
+
+    def search_versions(
+        self,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[ModelVersion]:
+        """One page of model versions."""
+        paged = self._call(
+            lambda: self._client.search_model_versions(
+                filter_string=filter,
+                max_results=max_results,
+                order_by=list(order_by) or None,
+                page_token=page_token,
+            ),
+            "search versions",
+        )
+        return Page(tuple(ModelVersion.from_mlflow(v) for v in paged), paged.token or None)
+
+    def update_version(self, name: str, version: int, *, description: str) -> ModelVersion:
+        """Set a version's description."""
+        mv = self._call(
+            lambda: self._client.update_model_version(name, str(version), description),
+            f"update version {name}/{version}",
+            "version",
+        )
+        return ModelVersion.from_mlflow(mv)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete one version."""
+        self._call(
+            lambda: self._client.delete_model_version(name, str(version)),
+            f"delete version {name}/{version}",
+            "version",
+        )
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        """Set a tag on a version."""
+        self._call(
+            lambda: self._client.set_model_version_tag(name, str(version), key, value),
+            f"set tag {key!r} on {name}/{version}",
+            "version",
+        )
+
+    def delete_version_tag(self, name: str, version: int, key: str) -> None:
+        """Delete a tag from a version."""
+        self._call(
+            lambda: self._client.delete_model_version_tag(name, str(version), key),
+            f"delete tag {key!r} of {name}/{version}",
+            "version",
+        )
+
+    def get_download_uri(self, name: str, version: int) -> str:
+        """Where the version's artifacts live."""
+        return str(
+            self._call(
+                lambda: self._client.get_model_version_download_uri(name, str(version)),
+                f"get the artifact location of {name}/{version}",
+                "version",
+            )
+        )
+
+    # ---------------------------------------------------------------------------- aliases
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version``."""
+        self._call(
+            lambda: self._client.set_registered_model_alias(name, alias, str(version)),
+            f"set alias {name}@{alias} -> {version}",
+            "version",
+        )
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias``."""
+        self._call(
+            lambda: self._client.delete_registered_model_alias(name, alias),
+            f"delete alias {name}@{alias}",
+            "alias",
+        )
+
+    def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        """The version ``alias`` points at."""
+        mv = self._call(
+            lambda: self._client.get_model_version_by_alias(name, alias),
+            f"resolve {name}@{alias}",
+            "alias",
+        )
+        return ModelVersion.from_mlflow(mv)
+
+    # ---------------------------------------------------------------------------- legacy stages
+
+    def get_latest_versions(self, name: str, stages: Sequence[str]) -> list[ModelVersion]:
+        """The newest version in each of ``stages`` (MLflow's deprecated stage API)."""
+        with warnings.catch_warnings():
+            # The caller issues its own, more useful DeprecationWarning.
+            warnings.simplefilter("ignore")
+            versions = self._call(
+                lambda: self._client.get_latest_versions(name, list(stages)),
+                f"get latest versions of {name!r}",
+                "model",
+            )
+        return [ModelVersion.from_mlflow(v) for v in versions]
+
+    def transition_stage(
+        self, name: str, version: int, stage: str, *, archive_existing: bool
+    ) -> ModelVersion:
+        """Move a version to a legacy stage (MLflow's deprecated stage API)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mv = self._call(
+                lambda: self._client.transition_model_version_stage(
+                    name, str(version), stage, archive_existing_versions=archive_existing
+                ),
+                f"transition {name}/{version} to {stage}",
+                "version",
+            )
+        return ModelVersion.from_mlflow(mv)
+
+    # ---------------------------------------------------------------------------- diagnostics
+
+    def server_info(self) -> ServerInfo:
+        """The in-process store is reachable when a trivial query succeeds."""
+        import mlflow
+
+        try:
+            self.search_models(filter=None, order_by=(), max_results=1, page_token=None)
+        except RegistryError as exc:
+            return ServerInfo(
+                "local", self.uri, reachable=False, version=mlflow.__version__, detail=str(exc)
+            )
+        return ServerInfo("local", self.uri, reachable=True, version=mlflow.__version__)
+
+    def close(self) -> None:
+        """Nothing to release: MLflow owns its engines."""

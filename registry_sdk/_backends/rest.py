@@ -1,0 +1,562 @@
+"""REST backend: talks to an MLflow tracking server over HTTP(S) with requests; never imports mlflow.
+
+One ``requests.Session`` per backend, a timeout on every call, and tenacity retries on connection
+errors, 408/429/5xx and ``Retry-After``. Calls that create something are sent once: the client
+decides how to retry them safely.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk._retry import backoff, retrying
+from registry_sdk._version import __version__
+from registry_sdk.entities import ModelVersion, RegisteredModel
+from registry_sdk.errors import (
+    InvalidResponseError,
+    RegistryError,
+    RegistryUnavailableError,
+    Subject,
+    from_response,
+    redact,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    import tenacity
+
+    from registry_sdk._config import Settings
+
+logger = logging.getLogger("registry_sdk.rest")
+
+#: Statuses worth another try: the server or something in front of it is busy or restarting.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_API = "/api/2.0/mlflow"
+
+
+class _Transient(Exception):
+    """An attempt that may succeed if repeated; carries the error to raise if it never does."""
+
+    def __init__(self, error: RegistryError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = datetime.now(timezone.utc).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class RestBackend:
+    """The :class:`~registry_sdk._backends.base.Backend` for an MLflow server (``http(s)://``)."""
+
+    max_models_page = 1000
+    max_versions_page = 200_000
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.uri = settings.registry_uri.rstrip("/")
+        self._timeout = settings.timeout
+        self._sleep = sleep
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = f"registry-sdk/{__version__}"
+        if settings.token:
+            self._session.headers["Authorization"] = f"Bearer {settings.token}"
+        elif settings.username and settings.password:
+            self._session.auth = (settings.username, settings.password)
+        if settings.insecure_tls:
+            self._session.verify = False
+        elif settings.server_cert_path:
+            self._session.verify = settings.server_cert_path
+        if settings.client_cert_path:
+            self._session.cert = settings.client_cert_path
+
+    def __repr__(self) -> str:
+        return f"RestBackend({self.uri!r}, auth={self.settings.auth_kind!r})"
+
+    # ---------------------------------------------------------------------------- transport
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            # Honour the server's wish, but never wait longer than one call may take.
+            return min(exc.retry_after, self._timeout)
+        return backoff(state.attempt_number)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.info(
+            "retrying after %s (attempt %d, waiting %.2fs)", exc, state.attempt_number, wait
+        )
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+        subject: Subject | None,
+        action: str,
+    ) -> requests.Response:
+        started = time.perf_counter()
+        try:
+            # verify is passed per call: requests lets REQUESTS_CA_BUNDLE override session.verify,
+            # which would silently undo MLFLOW_TRACKING_INSECURE_TLS / _SERVER_CERT_PATH.
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                json=body,
+                timeout=self._timeout,
+                verify=self._session.verify,
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            error = RegistryUnavailableError(
+                redact(f"{action}: cannot reach the registry at {self.uri}: {exc}")
+            )
+            raise _Transient(error) from None
+        except requests.RequestException as exc:
+            msg = redact(f"{action}: request to {self.uri} failed: {exc}")
+            raise RegistryError(msg) from None
+        logger.debug(
+            "%s %s -> %d in %.1f ms",
+            method,
+            url[len(self.uri) :],
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        if response.status_code in RETRY_STATUSES:
+            error = from_response(response, subject=subject, action=action)
+            raise _Transient(error, parse_retry_after(response.headers.get("Retry-After")))
+        if not response.ok:
+            raise from_response(response, subject=subject, action=action)
+        return response
+
+    def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        subject: Subject | None = None,
+        action: str,
+        retry: bool = True,
+    ) -> requests.Response:
+        """Send one API call, retrying transient failures unless ``retry`` is false."""
+        attempts = self.settings.max_retries + 1 if retry else 1
+        policy = retrying(
+            attempts=attempts,
+            retry_on=_Transient,
+            sleep=self._sleep,
+            wait=self._wait,
+            before_sleep=self._log_retry,
+        )
+        try:
+            return policy(self._attempt, method, self.uri + endpoint, params, body, subject, action)
+        except _Transient as final:
+            raise final.error from None
+
+    def _json(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        subject: Subject | None = None,
+        action: str,
+        retry: bool = True,
+    ) -> dict[str, Any]:
+        response = self.request(
+            method,
+            _API + endpoint,
+            params=params,
+            body=body,
+            subject=subject,
+            action=action,
+            retry=retry,
+        )
+        try:
+            data = response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "unknown content type")
+            msg = f"{action}: the server at {self.uri} sent a reply that is not JSON ({kind})"
+            raise InvalidResponseError(msg, status=response.status_code) from None
+        if not isinstance(data, dict):
+            msg = f"{action}: expected a JSON object from {self.uri}, got {type(data).__name__}"
+            raise InvalidResponseError(msg, status=response.status_code)
+        return data
+
+    @staticmethod
+    def _field(data: Mapping[str, Any], key: str, action: str) -> Any:
+        if key not in data:
+            msg = f"{action}: the server's reply has no {key!r}"
+            raise InvalidResponseError(msg)
+        return data[key]
+
+    def _model(self, data: Mapping[str, Any], action: str) -> RegisteredModel:
+        return RegisteredModel.from_json(self._field(data, "registered_model", action))
+
+    def _version(self, data: Mapping[str, Any], action: str) -> ModelVersion:
+        return ModelVersion.from_json(self._field(data, "model_version", action))
+
+    @staticmethod
+    def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
+        return [{"key": k, "value": v} for k, v in tags.items()]
+
+    @staticmethod
+    def _list(data: Mapping[str, Any], key: str, action: str) -> list[Any]:
+        items = data.get(key) or []
+        if not isinstance(items, list):
+            msg = f"{action}: expected a list in {key!r}, got {type(items).__name__}"
+            raise InvalidResponseError(msg)
+        return items
+
+    @staticmethod
+    def _token(data: Mapping[str, Any]) -> str | None:
+        token = data.get("next_page_token")
+        return token if isinstance(token, str) and token else None
+
+    # ---------------------------------------------------------------------------- models
+
+    def create_model(
+        self, name: str, *, description: str | None, tags: Mapping[str, str]
+    ) -> RegisteredModel:
+        """Create a registered model (one attempt)."""
+        body: dict[str, Any] = {"name": name, "tags": self._tags(tags)}
+        if description is not None:
+            body["description"] = description
+        action = f"create model {name!r}"
+        data = self._json(
+            "POST", "/registered-models/create", body=body, action=action, retry=False
+        )
+        return self._model(data, action)
+
+    def get_model(self, name: str) -> RegisteredModel:
+        """Fetch a registered model with its tags and aliases."""
+        action = f"get model {name!r}"
+        data = self._json(
+            "GET", "/registered-models/get", params={"name": name}, subject="model", action=action
+        )
+        return self._model(data, action)
+
+    def search_models(
+        self,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[RegisteredModel]:
+        """One page of registered models."""
+        params: dict[str, Any] = {"max_results": max_results}
+        if filter:
+            params["filter"] = filter
+        if order_by:
+            params["order_by"] = list(order_by)
+        if page_token:
+            params["page_token"] = page_token
+        action = "search models"
+        data = self._json("GET", "/registered-models/search", params=params, action=action)
+        items = self._list(data, "registered_models", action)
+        return Page(tuple(RegisteredModel.from_json(m) for m in items), self._token(data))
+
+    def update_model(self, name: str, *, description: str) -> RegisteredModel:
+        """Set a registered model's description."""
+        action = f"update model {name!r}"
+        data = self._json(
+            "PATCH",
+            "/registered-models/update",
+            body={"name": name, "description": description},
+            subject="model",
+            action=action,
+        )
+        return self._model(data, action)
+
+    def rename_model(self, name: str, new_name: str) -> RegisteredModel:
+        """Rename a registered model."""
+        action = f"rename model {name!r} to {new_name!r}"
+        data = self._json(
+            "POST",
+            "/registered-models/rename",
+            body={"name": name, "new_name": new_name},
+            subject="model",
+            action=action,
+            retry=False,
+        )
+        return self._model(data, action)
+
+    def delete_model(self, name: str) -> None:
+        """Delete a registered model and all its versions."""
+        self._json(
+            "DELETE",
+            "/registered-models/delete",
+            body={"name": name},
+            subject="model",
+            action=f"delete model {name!r}",
+        )
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set a tag on a registered model."""
+        self._json(
+            "POST",
+            "/registered-models/set-tag",
+            body={"name": name, "key": key, "value": value},
+            subject="model",
+            action=f"set tag {key!r} on model {name!r}",
+        )
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Delete a tag from a registered model."""
+        self._json(
+            "DELETE",
+            "/registered-models/delete-tag",
+            body={"name": name, "key": key},
+            subject="model",
+            action=f"delete tag {key!r} of model {name!r}",
+        )
+
+    # ---------------------------------------------------------------------------- versions
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        *,
+        run_id: str | None,
+        tags: Mapping[str, str],
+        description: str | None,
+        run_link: str | None,
+        model_id: str | None,
+    ) -> ModelVersion:
+        """Create a model version (one attempt: never retried blindly)."""
+        body: dict[str, Any] = {"name": name, "source": source, "tags": self._tags(tags)}
+        for key, value in (
+            ("run_id", run_id),
+            ("description", description),
+            ("run_link", run_link),
+            ("model_id", model_id),
+        ):
+            if value is not None:
+                body[key] = value
+        action = f"create a version of {name!r}"
+        data = self._json(
+            "POST",
+            "/model-versions/create",
+            body=body,
+            subject="model",
+            action=action,
+            retry=False,
+        )
+        return self._version(data, action)
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """Fetch one version (its ``aliases`` as the server reports them)."""
+        action = f"get version {name}/{version}"
+        data = self._json(
+            "GET",
+            "/model-versions/get",
+            params={"name": name, "version": str(version)},
+            subject="version",
+            action=action,
+        )
+        return self._version(data, action)
+
+    def search_versions(
+        self,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        page_token: str | None,
+    ) -> Page[ModelVersion]:
+        """One page of model versions."""
+        params: dict[str, Any] = {"max_results": max_results}
+        if filter:
+            params["filter"] = filter
+        if order_by:
+            params["order_by"] = list(order_by)
+        if page_token:
+            params["page_token"] = page_token
+        action = "search versions"
+        data = self._json("GET", "/model-versions/search", params=params, action=action)
+        items = self._list(data, "model_versions", action)
+        return Page(tuple(ModelVersion.from_json(v) for v in items), self._token(data))
+
+    def update_version(self, name: str, version: int, *, description: str) -> ModelVersion:
+        """Set a version's description."""
+        action = f"update version {name}/{version}"
+        data = self._json(
+            "PATCH",
+            "/model-versions/update",
+            body={"name": name, "version": str(version), "description": description},
+            subject="version",
+            action=action,
+        )
+        return self._version(data, action)
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete one version."""
+        self._json(
+            "DELETE",
+            "/model-versions/delete",
+            body={"name": name, "version": str(version)},
+            subject="version",
+            action=f"delete version {name}/{version}",
+        )
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        """Set a tag on a version."""
+        self._json(
+            "POST",
+            "/model-versions/set-tag",
+            body={"name": name, "version": str(version), "key": key, "value": value},
+            subject="version",
+            action=f"set tag {key!r} on {name}/{version}",
+        )
+
+    def delete_version_tag(self, name: str, version: int, key: str) -> None:
+        """Delete a tag from a version."""
+        self._json(
+            "DELETE",
+            "/model-versions/delete-tag",
+            body={"name": name, "version": str(version), "key": key},
+            subject="version",
+            action=f"delete tag {key!r} of {name}/{version}",
+        )
+
+    def get_download_uri(self, name: str, version: int) -> str:
+        """Where the version's artifacts live."""
+        action = f"get the artifact location of {name}/{version}"
+        data = self._json(
+            "GET",
+            "/model-versions/get-download-uri",
+            params={"name": name, "version": str(version)},
+            subject="version",
+            action=action,
+        )
+        uri = self._field(data, "artifact_uri", action)
+        if not isinstance(uri, str):
+            msg = f"{action}: artifact_uri is not a string"
+            raise InvalidResponseError(msg)
+        return uri
+
+    # ---------------------------------------------------------------------------- aliases
+
+    def set_alias(self, name: str, alias: str, version: int) -> None:
+        """Point ``alias`` at ``version``."""
+        self._json(
+            "POST",
+            "/registered-models/alias",
+            body={"name": name, "alias": alias, "version": str(version)},
+            subject="version",
+            action=f"set alias {name}@{alias} -> {version}",
+        )
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias``."""
+        self._json(
+            "DELETE",
+            "/registered-models/alias",
+            body={"name": name, "alias": alias},
+            subject="alias",
+            action=f"delete alias {name}@{alias}",
+        )
+
+    def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        """The version ``alias`` points at."""
+        action = f"resolve {name}@{alias}"
+        data = self._json(
+            "GET",
+            "/registered-models/alias",
+            params={"name": name, "alias": alias},
+            subject="alias",
+            action=action,
+        )
+        return self._version(data, action)
+
+    # ---------------------------------------------------------------------------- legacy stages
+
+    def get_latest_versions(self, name: str, stages: Sequence[str]) -> list[ModelVersion]:
+        """The newest version in each of ``stages`` (MLflow's deprecated stage API)."""
+        action = f"get latest versions of {name!r}"
+        data = self._json(
+            "POST",
+            "/registered-models/get-latest-versions",
+            body={"name": name, "stages": list(stages)},
+            subject="model",
+            action=action,
+        )
+        return [ModelVersion.from_json(v) for v in self._list(data, "model_versions", action)]
+
+    def transition_stage(
+        self, name: str, version: int, stage: str, *, archive_existing: bool
+    ) -> ModelVersion:
+        """Move a version to a legacy stage (MLflow's deprecated stage API)."""
+        action = f"transition {name}/{version} to {stage}"
+        data = self._json(
+            "POST",
+            "/model-versions/transition-stage",
+            body={
+                "name": name,
+                "version": str(version),
+                "stage": stage,
+                "archive_existing_versions": archive_existing,
+            },
+            subject="version",
+            action=action,
+        )
+        return self._version(data, action)
+
+    # ---------------------------------------------------------------------------- diagnostics
+
+    def server_info(self) -> ServerInfo:
+        """Reachability and MLflow version of the server (one quick try, no retries)."""
+        try:
+            health = self.request("GET", "/health", action="check health", retry=False)
+        except RegistryError as exc:
+            return ServerInfo("rest", self.uri, reachable=False, version=None, detail=str(exc))
+        version: str | None = None
+        try:
+            reply = self.request("GET", "/version", action="get server version", retry=False)
+            version = reply.text.strip() or None
+        except RegistryError:
+            version = None
+        return ServerInfo(
+            "rest", self.uri, reachable=True, version=version, detail=health.text.strip() or None
+        )
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()

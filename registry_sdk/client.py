@@ -1,0 +1,563 @@
+"""``RegistryClient``: the typed facade over the MLflow Model Registry that every feature goes through.
+
+Feature list (one screen):
+
+* registered models: ``create_model``, ``get_model``, ``search_models``, ``update_model``,
+  ``rename_model``, ``delete_model``
+* versions: ``create_version`` (exactly once), ``get_version``, ``search_versions``,
+  ``update_version``, ``delete_version``
+* tags: ``set_tag``, ``delete_tag`` (on a model by name, on a version by reference)
+* aliases: ``set_alias``, ``delete_alias``; references: ``resolve``
+* legacy stages: ``transition_stage`` (deprecated in MLflow; prefer aliases)
+* diagnostics: ``server_info``
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import time
+import uuid
+import warnings
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, TypeVar
+
+import attrs
+
+from registry_sdk import _tags
+from registry_sdk._config import Settings
+from registry_sdk._retry import retrying
+from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
+from registry_sdk.errors import (
+    AlreadyExistsError,
+    InvalidReferenceError,
+    ModelNotFoundError,
+    RegistryUnavailableError,
+    VersionNotFoundError,
+)
+from registry_sdk.refs import (
+    STAGES,
+    ModelRef,
+    RefKind,
+    parse_ref,
+    validate_alias,
+    validate_model_name,
+)
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from registry_sdk._backends.base import Backend, Page, ServerInfo
+
+__all__ = ["RegistryClient"]
+
+T = TypeVar("T")
+RefLike = str | ModelRef | ModelVersion
+
+
+def _quote(value: str) -> str:
+    """Quote a string literal for an MLflow search filter."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    msg = f"{value!r} contains both quote characters and cannot be used in a search filter"
+    raise InvalidReferenceError(msg)
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user database entry, e.g. in some containers
+        return "unknown"
+
+
+class RegistryClient:
+    """Typed access to an MLflow Model Registry.
+
+    Args:
+        tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+        registry_uri: registry URI when it differs from the tracking URI (``MLFLOW_REGISTRY_URI``).
+        cache_dir: model cache directory; default ``REGISTRY_SDK_CACHE_DIR``, else the user cache dir.
+        offline: never touch the network (``REGISTRY_SDK_OFFLINE``).
+        timeout: seconds per HTTP call (``REGISTRY_SDK_TIMEOUT``, default 30).
+        max_retries: retries of a failed call (``REGISTRY_SDK_MAX_RETRIES``, default 5).
+
+    ``http(s)://`` URIs talk REST to an MLflow server; any other URI uses MLflow's in-process
+    store. Nothing connects until the first call.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        *,
+        registry_uri: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        offline: bool | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(
+            tracking_uri,
+            registry_uri=registry_uri,
+            cache_dir=cache_dir,
+            offline=offline,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._backend: Backend | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_backend(cls, backend: Backend, settings: Settings) -> RegistryClient:
+        """A client over an existing backend (for tests and embedding)."""
+        client = cls.__new__(cls)
+        client.settings = settings
+        client._backend = backend
+        client._sleep = time.sleep
+        return client
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.settings.registry_uri!r})"
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release connections."""
+        if self._backend is not None:
+            self._backend.close()
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, created on first use."""
+        if self._backend is None:
+            from registry_sdk._backends import make_backend
+
+            self._backend = make_backend(self.settings)
+        return self._backend
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI this client uses."""
+        return self.settings.tracking_uri
+
+    @property
+    def registry_uri(self) -> str:
+        """The registry URI this client uses (credentials removed)."""
+        return self.settings.registry_uri
+
+    # ================================================================== registered models
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        exist_ok: bool = False,
+    ) -> RegisteredModel:
+        """Create a registered model; with ``exist_ok=True`` return the existing one instead.
+
+        Raises:
+            AlreadyExistsError: a model of that name exists and ``exist_ok`` is false.
+        """
+        validate_model_name(name)
+        tags = dict(tags or {})
+
+        def attempt(state: list[int]) -> RegisteredModel:
+            state[0] += 1
+            try:
+                return self.backend.create_model(name, description=description, tags=tags)
+            except AlreadyExistsError:
+                if state[0] == 1 and not exist_ok:
+                    raise
+                # An earlier attempt created it but its reply was lost.
+                return self.backend.get_model(name)
+
+        return self._retry_creation(attempt)
+
+    def get_model(self, name: str) -> RegisteredModel:
+        """The registered model ``name`` with its tags and aliases.
+
+        Raises:
+            ModelNotFoundError: no such model.
+        """
+        return self.backend.get_model(validate_model_name(name))
+
+    def search_models(
+        self, filter: str | None = None, *, order_by: Sequence[str] | None = None
+    ) -> Iterator[RegisteredModel]:
+        """Registered models matching an MLflow filter (``"name LIKE 'churn%'"``), paged transparently."""
+        backend = self.backend
+        return self._pages(
+            lambda token: backend.search_models(
+                filter=filter,
+                order_by=tuple(order_by or ()),
+                max_results=backend.max_models_page,
+                page_token=token,
+            )
+        )
+
+    def update_model(self, name: str, *, description: str) -> RegisteredModel:
+        """Set the description of a registered model."""
+        return self.backend.update_model(validate_model_name(name), description=description)
+
+    def rename_model(self, name: str, new_name: str) -> RegisteredModel:
+        """Rename a registered model (its versions and aliases follow)."""
+        return self.backend.rename_model(validate_model_name(name), validate_model_name(new_name))
+
+    def delete_model(self, name: str) -> None:
+        """Delete a registered model with all its versions."""
+        self.backend.delete_model(validate_model_name(name))
+
+    # ================================================================== versions
+
+    def create_version(
+        self,
+        name: str,
+        source: str,
+        *,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+        run_link: str | None = None,
+        model_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ModelVersion:
+        """Create a version of ``name`` from artifacts at ``source``, exactly once.
+
+        The call carries an idempotency key as the ``registry_sdk.idempotency_key`` tag. When an
+        attempt fails in a way that may hide a success (lost reply, timeout, 5xx), the key is
+        looked up before trying again, so a retry never makes a second version. Pass your own
+        ``idempotency_key`` to make repeated calls safe: a version already created with it is
+        returned instead of creating another.
+
+        Raises:
+            ModelNotFoundError: the registered model does not exist.
+            RegistryUnavailableError: the registry stayed unreachable through every retry.
+        """
+        validate_model_name(name)
+        key = idempotency_key or uuid.uuid4().hex
+        all_tags = {**dict(tags or {}), _tags.IDEMPOTENCY_KEY: key}
+
+        def attempt(state: list[int]) -> ModelVersion:
+            state[0] += 1
+            # A caller-chosen key may have been used before (a replayed outbox entry, say).
+            if state[0] > 1 or idempotency_key is not None:
+                existing = self._versions_with_key(name, key)
+                if existing:
+                    return self._dedupe(existing)
+            created = self.backend.create_version(
+                name,
+                source,
+                run_id=run_id,
+                tags=all_tags,
+                description=description,
+                run_link=run_link,
+                model_id=model_id,
+            )
+            if state[0] > 1:
+                # A request from an earlier attempt may still have landed after our lookup.
+                existing = self._versions_with_key(name, key)
+                if len(existing) > 1:
+                    return self._dedupe(existing)
+            return self._with_aliases(created)
+
+        return self._retry_creation(attempt)
+
+    def find_version_by_key(self, name: str, idempotency_key: str) -> ModelVersion | None:
+        """The version of ``name`` created with ``idempotency_key``, if any."""
+        found = self._versions_with_key(validate_model_name(name), idempotency_key)
+        return self._with_aliases(min(found, key=lambda v: v.version)) if found else None
+
+    def get_version(self, ref: RefLike, version: int | None = None) -> ModelVersion:
+        """One version: ``get_version("churn/3")``, ``get_version("churn", 3)`` or any reference.
+
+        Raises:
+            VersionNotFoundError: no such version.
+        """
+        if version is not None:
+            if not isinstance(ref, str):
+                msg = "get_version(name, version) takes a model name as its first argument"
+                raise InvalidReferenceError(msg)
+            return self.resolve(ModelRef.of_version(ref, version))
+        return self.resolve(ref)
+
+    def search_versions(
+        self,
+        name: str | None = None,
+        *,
+        filter: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        order_by: Sequence[str] | None = None,
+    ) -> Iterator[ModelVersion]:
+        """Versions matching ``name``, an MLflow ``filter`` and exact ``tags``; paged transparently.
+
+        Every result has its ``aliases`` filled in (MLflow's search leaves them empty).
+        """
+        clauses: list[str] = []
+        if name is not None:
+            clauses.append(f"name = {_quote(validate_model_name(name))}")
+        for key, value in (tags or {}).items():
+            if "`" in key:
+                msg = f"tag key {key!r} cannot contain a backtick in a search filter"
+                raise InvalidReferenceError(msg)
+            clauses.append(f"tags.`{key}` = {_quote(value)}")
+        if filter:
+            clauses.append(f"({filter})" if clauses else filter)
+        combined = " AND ".join(clauses) or None
+        backend = self.backend
+        pages = self._pages(
+            lambda token: backend.search_versions(
+                filter=combined,
+                order_by=tuple(order_by or ()),
+                max_results=backend.max_versions_page,
+                page_token=token,
+            )
+        )
+        return self._fill_aliases(pages)
+
+    def update_version(self, ref: RefLike, *, description: str) -> ModelVersion:
+        """Set the description of a version."""
+        mv = self.resolve(ref)
+        return self._with_aliases(
+            self.backend.update_version(mv.name, mv.version, description=description)
+        )
+
+    def delete_version(self, ref: RefLike) -> None:
+        """Delete one version (give ``name/7``; aliases pointing at it are removed by MLflow)."""
+        target = self._version_id(ref)
+        self.backend.delete_version(target.name, target.version)
+
+    def transition_stage(
+        self, ref: RefLike, stage: str, *, archive_existing: bool = False
+    ) -> ModelVersion:
+        """Move a version to a legacy stage through MLflow's deprecated stage API.
+
+        Prefer aliases; this exists for registries still on stages and for migrating them.
+        """
+        canonical = {s.lower(): s for s in (*STAGES, "None")}.get(stage.lower())
+        if canonical is None:
+            msg = f"unknown stage {stage!r}; use one of {', '.join((*STAGES, 'None'))}"
+            raise InvalidReferenceError(msg)
+        mv = self.resolve(ref)
+        return self._with_aliases(
+            self.backend.transition_stage(
+                mv.name, mv.version, canonical, archive_existing=archive_existing
+            )
+        )
+
+    # ================================================================== tags
+
+    def set_tag(self, ref_or_name: RefLike, key: str, value: str) -> None:
+        """Set a tag on a version (``"churn/3"``, ``"churn@prod"``) or on a model (``"churn"``)."""
+        target = self._tag_target(ref_or_name)
+        if isinstance(target, str):
+            self.backend.set_model_tag(target, key, str(value))
+        else:
+            self.backend.set_version_tag(target.name, target.version, key, str(value))
+
+    def delete_tag(self, ref_or_name: RefLike, key: str) -> None:
+        """Delete a tag from a version or a model (same targets as :meth:`set_tag`)."""
+        target = self._tag_target(ref_or_name)
+        if isinstance(target, str):
+            self.backend.delete_model_tag(target, key)
+        else:
+            self.backend.delete_version_tag(target.name, target.version, key)
+
+    # ================================================================== aliases and references
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, reason: str | None = None
+    ) -> AliasEvent:
+        """Point ``name@alias`` at ``version`` and record the move in the model's alias log.
+
+        Raises:
+            VersionNotFoundError: the version does not exist.
+        """
+        validate_model_name(name)
+        validate_alias(alias)
+        before = self.backend.get_model(name).aliases.get(alias)
+        self.backend.set_alias(name, alias, int(version))
+        return self._record_alias_event(name, alias, before, int(version), reason=reason)
+
+    def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
+        """Remove ``name@alias`` and record the move in the model's alias log.
+
+        Raises:
+            AliasNotFoundError: the model has no such alias.
+        """
+        validate_model_name(name)
+        validate_alias(alias)
+        before = self.backend.get_version_by_alias(name, alias).version
+        self.backend.delete_alias(name, alias)
+        return self._record_alias_event(name, alias, before, None, reason=reason)
+
+    def resolve(self, ref: RefLike) -> ModelVersion:
+        """The version a reference names: ``name/7``, ``name@alias``, ``name@latest`` or ``name/Stage``.
+
+        A legacy stage resolves to the alias of its lowercase name when the model has one;
+        otherwise through MLflow's deprecated stage API, with a ``DeprecationWarning`` naming the
+        alias to use instead.
+
+        Raises:
+            InvalidReferenceError: the reference is malformed.
+            ModelNotFoundError, VersionNotFoundError, AliasNotFoundError: nothing matches.
+        """
+        if isinstance(ref, ModelVersion):
+            ref = ref.model_ref
+        parsed = parse_ref(ref)
+        backend = self.backend
+        if parsed.kind is RefKind.VERSION:
+            assert parsed.version is not None  # noqa: S101 - guaranteed by ModelRef
+            return self._with_aliases(backend.get_version(parsed.name, parsed.version))
+        if parsed.kind is RefKind.ALIAS:
+            assert parsed.alias is not None  # noqa: S101 - guaranteed by ModelRef
+            return self._with_aliases(backend.get_version_by_alias(parsed.name, parsed.alias))
+        if parsed.kind is RefKind.LATEST:
+            return self._latest(parsed.name)
+        return self._resolve_stage(parsed)
+
+    # ================================================================== diagnostics
+
+    def server_info(self) -> ServerInfo:
+        """Reachability and MLflow version of the registry behind this client."""
+        return self.backend.server_info()
+
+    # ================================================================== internals
+
+    def _pages(self, fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+        token: str | None = None
+        while True:
+            page = fetch(token)
+            yield from page.items
+            token = page.next_token
+            if not token:
+                return
+
+    def _fill_aliases(self, versions: Iterator[ModelVersion]) -> Iterator[ModelVersion]:
+        aliases_by_model: dict[str, Mapping[str, int]] = {}
+        for mv in versions:
+            if mv.name not in aliases_by_model:
+                aliases_by_model[mv.name] = self.backend.get_model(mv.name).aliases
+            aliases = aliases_by_model[mv.name]
+            yield mv.with_aliases(a for a, v in aliases.items() if v == mv.version)
+
+    def _with_aliases(self, mv: ModelVersion) -> ModelVersion:
+        """Fill ``aliases`` from the registered model when the store left them empty."""
+        if mv.aliases:
+            return mv
+        try:
+            model = self.backend.get_model(mv.name)
+        except ModelNotFoundError:
+            return mv
+        return mv.with_aliases(model.aliases_of(mv.version))
+
+    def _latest(self, name: str) -> ModelVersion:
+        page = self.backend.search_versions(
+            filter=f"name = {_quote(name)}",
+            order_by=("version_number DESC",),
+            max_results=1,
+            page_token=None,
+        )
+        if not page.items:
+            self.backend.get_model(name)  # raises ModelNotFoundError when the model is missing
+            msg = f"model {name!r} has no versions, so {name}@latest names nothing"
+            raise VersionNotFoundError(msg)
+        return self._with_aliases(page.items[0])
+
+    def _resolve_stage(self, ref: ModelRef) -> ModelVersion:
+        assert ref.stage is not None  # noqa: S101 - guaranteed by ModelRef
+        alias = ref.stage.lower()
+        model = self.backend.get_model(ref.name)
+        if alias in model.aliases:
+            return self._with_aliases(self.backend.get_version(ref.name, model.aliases[alias]))
+        warnings.warn(
+            f"{ref} was resolved through MLflow's deprecated model stages. Set the alias "
+            f"{alias!r} (e.g. `registry migrate-stages`) and use '{ref.name}@{alias}' instead.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        found = self.backend.get_latest_versions(ref.name, [ref.stage])
+        if not found:
+            msg = f"model {ref.name!r} has no version in stage {ref.stage!r} and no alias {alias!r}"
+            raise VersionNotFoundError(msg)
+        newest = max(found, key=lambda v: v.version)
+        return newest.with_aliases(model.aliases_of(newest.version))
+
+    def _version_id(self, ref: RefLike) -> _VersionId:
+        """A version's name and number, without a request when the reference already says it."""
+        if isinstance(ref, ModelVersion):
+            return _VersionId(ref.name, ref.version)
+        parsed = parse_ref(ref)
+        if parsed.kind is RefKind.VERSION and parsed.version is not None:
+            return _VersionId(parsed.name, parsed.version)
+        mv = self.resolve(parsed)
+        return _VersionId(mv.name, mv.version)
+
+    def _tag_target(self, ref_or_name: RefLike) -> str | _VersionId:
+        if isinstance(ref_or_name, str) and "/" not in ref_or_name and "@" not in ref_or_name:
+            return validate_model_name(ref_or_name)
+        return self._version_id(ref_or_name)
+
+    def _versions_with_key(self, name: str, key: str) -> list[ModelVersion]:
+        page = self.backend.search_versions(
+            filter=f"name = {_quote(name)} AND tags.`{_tags.IDEMPOTENCY_KEY}` = {_quote(key)}",
+            order_by=("version_number ASC",),
+            max_results=100,
+            page_token=None,
+        )
+        return list(page.items)
+
+    def _dedupe(self, versions: Sequence[ModelVersion]) -> ModelVersion:
+        """Keep the first version created under one idempotency key; delete any later twin."""
+        ordered = sorted(versions, key=lambda v: v.version)
+        for extra in ordered[1:]:
+            self.backend.delete_version(extra.name, extra.version)
+        return self._with_aliases(ordered[0])
+
+    def _retry_creation(self, attempt: Callable[[list[int]], T]) -> T:
+        policy = retrying(
+            attempts=self.settings.max_retries + 1,
+            retry_on=RegistryUnavailableError,
+            sleep=self._sleep,
+        )
+        state = [0]
+        return policy(attempt, state)
+
+    def _record_alias_event(
+        self,
+        name: str,
+        alias: str,
+        before: int | None,
+        after: int | None,
+        *,
+        reason: str | None,
+        forced: bool = False,
+    ) -> AliasEvent:
+        now = datetime.now(timezone.utc)
+        event = AliasEvent(
+            name=name,
+            alias=alias,
+            from_version=before,
+            to_version=after,
+            by=_current_user(),
+            at=now,
+            reason=reason,
+            forced=forced,
+        )
+        # One tag per event, with a random suffix: concurrent movers never overwrite each other.
+        key = f"{_tags.ALIAS_LOG_PREFIX}{int(now.timestamp() * 1000)}.{secrets.token_hex(4)}"
+        self.backend.set_model_tag(name, key, event.to_tag_value())
+        return event
+
+
+@attrs.frozen
+class _VersionId:
+    name: str
+    version: int

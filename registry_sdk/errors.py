@@ -1,0 +1,318 @@
+"""Every exception registry_sdk raises, and the one translator that produces them.
+
+The tree::
+
+    RegistryError
+    ├── InvalidReferenceError (ValueError)    a model reference that cannot be parsed
+    ├── InvalidRequestError (ValueError)      the registry refused an argument (HTTP 400)
+    ├── NotFoundError (LookupError)
+    │   ├── ModelNotFoundError                no registered model of that name
+    │   ├── VersionNotFoundError              no such version (or nothing matched @latest / a stage)
+    │   └── AliasNotFoundError                no such alias on the model
+    ├── AlreadyExistsError                    the thing to create exists already
+    ├── PermissionDeniedError                 401 / 403: not logged in, or not allowed
+    ├── RegistryUnavailableError (ConnectionError)   server down, or retries spent on 408/429/5xx
+    ├── InvalidResponseError                  the server answered something that is not MLflow's API
+    ├── OfflineError                          offline mode forbids the network call that was needed
+    ├── CacheIntegrityError                   a cached file does not match its manifest
+    └── PromotionRejectedError                one or more promotion gates failed
+
+Every error raised for a server reply carries ``status`` (HTTP status, if any), ``error_code``
+(MLflow's code, e.g. ``RESOURCE_DOES_NOT_EXIST``) and ``server_message``. No error text ever
+contains a credential: :func:`redact` scrubs URLs and known secrets before they reach a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import requests
+
+__all__ = [
+    "AliasNotFoundError",
+    "AlreadyExistsError",
+    "CacheIntegrityError",
+    "InvalidReferenceError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "OfflineError",
+    "PermissionDeniedError",
+    "PromotionRejectedError",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "VersionNotFoundError",
+    "from_mlflow_exception",
+    "from_response",
+    "from_status",
+    "redact",
+]
+
+#: What the caller was looking for; used to pick the precise ``NotFoundError`` subclass.
+Subject = Literal["model", "version", "alias"]
+
+
+class RegistryError(Exception):
+    """Root of every error registry_sdk raises.
+
+    Attributes:
+        status: HTTP status of the reply that caused it, if any.
+        error_code: MLflow's error code (``RESOURCE_DOES_NOT_EXIST``, ...), if any.
+        server_message: the server's own message, redacted, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.server_message = server_message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        parts = [repr(self.message)]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.error_code is not None:
+            parts.append(f"error_code={self.error_code!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keeps errors picklable across process pools with their keyword-only fields.
+        return (
+            _rebuild,
+            (type(self), self.message, self.status, self.error_code, self.server_message),
+        )
+
+
+def _rebuild(
+    cls: type[RegistryError],
+    message: str,
+    status: int | None,
+    error_code: str | None,
+    server_message: str | None,
+) -> RegistryError:
+    err = cls.__new__(cls)
+    RegistryError.__init__(
+        err, message, status=status, error_code=error_code, server_message=server_message
+    )
+    return err
+
+
+class InvalidReferenceError(RegistryError, ValueError):
+    """A model reference (``name@alias``, ``name/7``, ...) that is not valid."""
+
+
+class InvalidRequestError(RegistryError, ValueError):
+    """The registry rejected an argument of the request (HTTP 400)."""
+
+
+class NotFoundError(RegistryError, LookupError):
+    """The registry has no such object."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """No registered model has that name."""
+
+
+class VersionNotFoundError(NotFoundError):
+    """The model has no such version, or nothing matched ``@latest`` or a stage."""
+
+
+class AliasNotFoundError(NotFoundError):
+    """The model has no such alias."""
+
+
+class AlreadyExistsError(RegistryError):
+    """The object to create exists already."""
+
+
+class PermissionDeniedError(RegistryError):
+    """The caller is not authenticated (401) or not allowed (403)."""
+
+
+class RegistryUnavailableError(RegistryError, ConnectionError):
+    """The registry could not be reached, or kept failing until the retries were spent."""
+
+
+class InvalidResponseError(RegistryError):
+    """The server's reply is not what MLflow's API returns (truncated, wrong types, an HTML page)."""
+
+
+class OfflineError(RegistryError):
+    """Offline mode is on and the answer is not in the local cache."""
+
+
+class CacheIntegrityError(RegistryError):
+    """A cached file does not match the checksum recorded in its manifest."""
+
+
+class PromotionRejectedError(RegistryError):
+    """A promotion was refused; ``failures`` names each failed gate with the values compared."""
+
+    def __init__(self, message: str, *, failures: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.failures = tuple(failures)
+
+
+# --------------------------------------------------------------------------------------------
+# Redaction
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)\s+[^\s'\",}]+")
+_secrets: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a credential so that :func:`redact` removes it from any text."""
+    if secret and len(secret) >= 4:  # shorter strings would redact ordinary words
+        _secrets.add(secret)
+
+
+def redact(text: str) -> str:
+    """Remove credentials from ``text``: URL user-info, auth headers and registered secrets."""
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
+    text = _AUTH_HEADER.sub(r"\1\2 ***", text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# The translator
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
+_EXISTS_CODES = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
+_DENIED_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
+_UNAVAILABLE_CODES = {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"}
+_ALIAS_MISSING = re.compile(r"alias \S+ not found", re.IGNORECASE)
+_VERSION_MISSING = re.compile(r"model version .*not found|version .*not found", re.IGNORECASE)
+_MODEL_MISSING = re.compile(r"registered model .*not found", re.IGNORECASE)
+
+
+def _not_found_class(message: str, subject: Subject | None) -> type[NotFoundError]:
+    if _ALIAS_MISSING.search(message):
+        return AliasNotFoundError
+    if _VERSION_MISSING.search(message):
+        return VersionNotFoundError
+    if _MODEL_MISSING.search(message):
+        return ModelNotFoundError
+    return {
+        "model": ModelNotFoundError,
+        "version": VersionNotFoundError,
+        "alias": AliasNotFoundError,
+        None: NotFoundError,
+    }[subject]
+
+
+def from_status(
+    status: int | None,
+    error_code: str | None,
+    server_message: str,
+    *,
+    subject: Subject | None = None,
+    action: str | None = None,
+) -> RegistryError:
+    """Build the right error from an HTTP status, an MLflow error code and the server's message.
+
+    Args:
+        status: HTTP status, or None when unknown (in-process store).
+        error_code: MLflow error code such as ``RESOURCE_DOES_NOT_EXIST``.
+        server_message: what the server said.
+        subject: what the call looked up, to pick the precise ``NotFoundError``.
+        action: a short description of the call (``"get model 'churn'"``) for the message.
+    """
+    server_message = redact(server_message.strip())
+    code = error_code or None
+    prefix = f"{action}: " if action else ""
+    text = f"{prefix}{server_message}" if server_message else f"{prefix}HTTP {status}"
+    kw: dict[str, Any] = {"status": status, "error_code": code, "server_message": server_message}
+
+    if status in (401, 403) or code in _DENIED_CODES:
+        hint = (
+            " (not authenticated: set MLFLOW_TRACKING_TOKEN or "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)"
+            if status == 401 or code in {"UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
+            else " (permission denied)"
+        )
+        return PermissionDeniedError(text + hint, **kw)
+    if code in _NOT_FOUND_CODES or status == 404:
+        return _not_found_class(server_message, subject)(text, **kw)
+    if (status == 400 or code == "INVALID_PARAMETER_VALUE") and _ALIAS_MISSING.search(
+        server_message
+    ):
+        # MLflow answers a missing alias with 400 INVALID_PARAMETER_VALUE.
+        return AliasNotFoundError(text, **kw)
+    if code in _EXISTS_CODES or status == 409:
+        return AlreadyExistsError(text, **kw)
+    if code in _UNAVAILABLE_CODES or status in (408, 429) or (status or 0) >= 500:
+        return RegistryUnavailableError(text, **kw)
+    if status is not None and 400 <= status < 500:
+        return InvalidRequestError(text, **kw)
+    if code in {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}:
+        return InvalidRequestError(text, **kw)
+    return RegistryError(text, **kw)
+
+
+def _json_error(payload: object) -> tuple[str | None, str | None]:
+    if isinstance(payload, Mapping):
+        code = payload.get("error_code")
+        message = payload.get("message")
+        return (
+            code if isinstance(code, str) else None,
+            message if isinstance(message, str) else None,
+        )
+    return None, None
+
+
+def from_response(
+    response: requests.Response,
+    *,
+    subject: Subject | None = None,
+    action: str | None = None,
+) -> RegistryError:
+    """Turn a failed HTTP reply from an MLflow server into the matching :class:`RegistryError`."""
+    code: str | None = None
+    message: str | None = None
+    try:
+        code, message = _json_error(response.json())
+    except ValueError:
+        pass
+    if message is None:
+        body = response.text or ""
+        # An HTML error page from a proxy says nothing useful beyond its status line.
+        if "<html" in body[:500].lower():
+            body = ""
+        message = body[:500].strip() or (response.reason or "")
+    return from_status(response.status_code, code, message, subject=subject, action=action)
+
+
+def from_mlflow_exception(
+    exc: BaseException,
+    *,
+    subject: Subject | None = None,
+    action: str | None = None,
+) -> RegistryError:
+    """Turn an ``mlflow.exceptions.MlflowException`` (or a subclass) into a :class:`RegistryError`."""
+    code = getattr(exc, "error_code", None)
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        message = str(exc)
+    # No HTTP was involved: the in-process store's error code alone decides the class, so an
+    # INTERNAL_ERROR from a local store is a plain RegistryError, not "unavailable".
+    return from_status(
+        None, code if isinstance(code, str) else None, message, subject=subject, action=action
+    )

@@ -1,0 +1,122 @@
+"""A small benchmark harness: each scenario runs beside its plain-MLflow equivalent in one run.
+
+Both sides of a scenario run as fresh processes, interleaved (ours, theirs, ours, ...) so that
+machine noise hits both alike. The report gives the median and best wall time of each side and
+the ratio of medians, checks it against the scenario's target, and is written as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+Command = Sequence[str]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Two commands doing the same job: ours with registry_sdk, the baseline with plain MLflow."""
+
+    name: str
+    description: str
+    ours: Command
+    baseline: Command
+    #: The ratio ours/baseline (of medians) must be at most this.
+    target_ratio: float
+    repeat: int = 10
+    warmup: int = 1
+    #: Runs once before timing (create a registry, train a model, ...); gets the work dir.
+    setup: Callable[[Path], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one scenario measured, in seconds."""
+
+    name: str
+    description: str
+    ours_median: float
+    ours_best: float
+    baseline_median: float
+    baseline_best: float
+    ratio: float
+    target_ratio: float
+    passed: bool
+    repeat: int
+    ours_samples: list[float]
+    baseline_samples: list[float]
+
+
+def time_command(cmd: Command, *, cwd: Path, env: dict[str, str]) -> float:
+    """Wall time of one fresh process running ``cmd``; fails loudly if the command fails."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        msg = f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}"
+        raise RuntimeError(msg)
+    return elapsed
+
+
+def run_scenario(scenario: Scenario, workdir: Path) -> Result:
+    """Run ``scenario`` interleaved and summarise it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **scenario.env}
+    if scenario.setup is not None:
+        scenario.setup(workdir)
+    for _ in range(scenario.warmup):
+        time_command(scenario.ours, cwd=workdir, env=env)
+        time_command(scenario.baseline, cwd=workdir, env=env)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(scenario.repeat):
+        ours.append(time_command(scenario.ours, cwd=workdir, env=env))
+        theirs.append(time_command(scenario.baseline, cwd=workdir, env=env))
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    return Result(
+        name=scenario.name,
+        description=scenario.description,
+        ours_median=statistics.median(ours),
+        ours_best=min(ours),
+        baseline_median=statistics.median(theirs),
+        baseline_best=min(theirs),
+        ratio=ratio,
+        target_ratio=scenario.target_ratio,
+        passed=ratio <= scenario.target_ratio,
+        repeat=scenario.repeat,
+        ours_samples=ours,
+        baseline_samples=theirs,
+    )
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """A plain-text table of results."""
+    header = f"{'scenario':<28} {'ours (med)':>11} {'mlflow (med)':>13} {'ratio':>7} {'target':>7}  ok"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        lines.append(
+            f"{r.name:<28} {r.ours_median * 1000:>9.1f}ms {r.baseline_median * 1000:>11.1f}ms "
+            f"{r.ratio:>7.3f} {r.target_ratio:>7.2f}  {'yes' if r.passed else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[Result], path: Path) -> None:
+    """Write results and the machine they ran on as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "results": [asdict(r) for r in results],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
