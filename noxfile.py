@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package and this noxfile."""
+    """Mypy --strict on the package and this noxfile."""
     session.run(PYTHON, "-m", "mypy", "--strict", "registry_sdk", "noxfile.py")
 
 

@@ -125,7 +125,7 @@ class Settings:
         max_retries: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
-        """Resolve settings: an argument wins over its environment variable, which wins over the default."""
+        """Resolve settings: an argument beats its environment variable, which beats the default."""
         env = os.environ if env is None else env
         tracking = tracking_uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
         registry = registry_uri or env.get("MLFLOW_REGISTRY_URI") or tracking

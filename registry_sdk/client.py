@@ -1,4 +1,4 @@
-"""``RegistryClient``: the typed facade over the MLflow Model Registry that every feature goes through.
+"""``RegistryClient``: the typed facade over the MLflow Model Registry; every feature uses it.
 
 Feature list (one screen):
 
@@ -23,10 +23,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
+from typing_extensions import Self
 
 from registry_sdk import _tags
 from registry_sdk._config import Settings
-from registry_sdk._retry import retrying
+from registry_sdk._retry import backoff, retrying
 from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
 from registry_sdk.errors import (
     AlreadyExistsError,
@@ -34,6 +35,7 @@ from registry_sdk.errors import (
     ModelNotFoundError,
     RegistryUnavailableError,
     VersionNotFoundError,
+    redact,
 )
 from registry_sdk.refs import (
     STAGES,
@@ -47,6 +49,8 @@ from registry_sdk.refs import (
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    import tenacity
 
     from registry_sdk._backends.base import Backend, Page, ServerInfo
 
@@ -77,9 +81,11 @@ class RegistryClient:
     """Typed access to an MLflow Model Registry.
 
     Args:
-        tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+        tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI``, else
+            ``sqlite:///mlflow.db``.
         registry_uri: registry URI when it differs from the tracking URI (``MLFLOW_REGISTRY_URI``).
-        cache_dir: model cache directory; default ``REGISTRY_SDK_CACHE_DIR``, else the user cache dir.
+        cache_dir: model cache directory; default ``REGISTRY_SDK_CACHE_DIR``, else the user's
+            cache directory.
         offline: never touch the network (``REGISTRY_SDK_OFFLINE``).
         timeout: seconds per HTTP call (``REGISTRY_SDK_TIMEOUT``, default 30).
         max_retries: retries of a failed call (``REGISTRY_SDK_MAX_RETRIES``, default 5).
@@ -114,14 +120,14 @@ class RegistryClient:
         """A client over an existing backend (for tests and embedding)."""
         client = cls.__new__(cls)
         client.settings = settings
-        client._backend = backend
-        client._sleep = time.sleep
+        client._backend = backend  # noqa: SLF001 - its own class
+        client._sleep = time.sleep  # noqa: SLF001
         return client
 
     def __repr__(self) -> str:
-        return f"RegistryClient({self.settings.registry_uri!r})"
+        return f"RegistryClient({redact(self.settings.registry_uri)!r})"
 
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,7 +155,7 @@ class RegistryClient:
     @property
     def registry_uri(self) -> str:
         """The registry URI this client uses (credentials removed)."""
-        return self.settings.registry_uri
+        return redact(self.settings.registry_uri)
 
     # ================================================================== registered models
 
@@ -192,7 +198,7 @@ class RegistryClient:
     def search_models(
         self, filter: str | None = None, *, order_by: Sequence[str] | None = None
     ) -> Iterator[RegisteredModel]:
-        """Registered models matching an MLflow filter (``"name LIKE 'churn%'"``), paged transparently."""
+        """Registered models matching an MLflow filter (``"name LIKE 'churn%'"``), all pages."""
         backend = self.backend
         return self._pages(
             lambda token: backend.search_models(
@@ -228,6 +234,7 @@ class RegistryClient:
         run_link: str | None = None,
         model_id: str | None = None,
         idempotency_key: str | None = None,
+        check_existing: bool | None = None,
     ) -> ModelVersion:
         """Create a version of ``name`` from artifacts at ``source``, exactly once.
 
@@ -235,7 +242,8 @@ class RegistryClient:
         attempt fails in a way that may hide a success (lost reply, timeout, 5xx), the key is
         looked up before trying again, so a retry never makes a second version. Pass your own
         ``idempotency_key`` to make repeated calls safe: a version already created with it is
-        returned instead of creating another.
+        returned instead of creating another. ``check_existing`` (default: whether a key was
+        given) controls that first lookup; retries always look the key up.
 
         Raises:
             ModelNotFoundError: the registered model does not exist.
@@ -243,12 +251,13 @@ class RegistryClient:
         """
         validate_model_name(name)
         key = idempotency_key or uuid.uuid4().hex
+        look_first = idempotency_key is not None if check_existing is None else check_existing
         all_tags = {**dict(tags or {}), _tags.IDEMPOTENCY_KEY: key}
 
         def attempt(state: list[int]) -> ModelVersion:
             state[0] += 1
             # A caller-chosen key may have been used before (a replayed outbox entry, say).
-            if state[0] > 1 or idempotency_key is not None:
+            if state[0] > 1 or look_first:
                 existing = self._versions_with_key(name, key)
                 if existing:
                     return self._dedupe(existing)
@@ -309,7 +318,8 @@ class RegistryClient:
                 raise InvalidReferenceError(msg)
             clauses.append(f"tags.`{key}` = {_quote(value)}")
         if filter:
-            clauses.append(f"({filter})" if clauses else filter)
+            # MLflow's filter grammar is a flat AND of comparisons: it rejects parentheses.
+            clauses.append(filter)
         combined = " AND ".join(clauses) or None
         backend = self.backend
         pages = self._pages(
@@ -399,7 +409,7 @@ class RegistryClient:
         return self._record_alias_event(name, alias, before, None, reason=reason)
 
     def resolve(self, ref: RefLike) -> ModelVersion:
-        """The version a reference names: ``name/7``, ``name@alias``, ``name@latest`` or ``name/Stage``.
+        """The version a reference names: ``name/7``, ``name@alias``, ``name@latest``, a stage.
 
         A legacy stage resolves to the alias of its lowercase name when the model has one;
         otherwise through MLflow's deprecated stage API, with a ``DeprecationWarning`` naming the
@@ -444,7 +454,10 @@ class RegistryClient:
         aliases_by_model: dict[str, Mapping[str, int]] = {}
         for mv in versions:
             if mv.name not in aliases_by_model:
-                aliases_by_model[mv.name] = self.backend.get_model(mv.name).aliases
+                try:
+                    aliases_by_model[mv.name] = self.backend.get_model(mv.name).aliases
+                except ModelNotFoundError:  # deleted while we were paging
+                    aliases_by_model[mv.name] = {}
             aliases = aliases_by_model[mv.name]
             yield mv.with_aliases(a for a, v in aliases.items() if v == mv.version)
 
@@ -522,10 +535,20 @@ class RegistryClient:
         return self._with_aliases(ordered[0])
 
     def _retry_creation(self, attempt: Callable[[list[int]], T]) -> T:
+        timeout = self.settings.timeout
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            asked = getattr(error, "retry_after", None)
+            if isinstance(asked, (int, float)):
+                return min(float(asked), timeout)  # the server's wish, capped like the transport
+            return backoff(state.attempt_number)
+
         policy = retrying(
             attempts=self.settings.max_retries + 1,
             retry_on=RegistryUnavailableError,
             sleep=self._sleep,
+            wait=wait,
         )
         state = [0]
         return policy(attempt, state)

@@ -42,7 +42,7 @@ def _int(value: object, what: str) -> int:
     if isinstance(value, bool):
         value = None
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload,no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: JSON's Infinity
         msg = f"expected an integer {what}, got {value!r}"
         raise InvalidResponseError(msg) from exc

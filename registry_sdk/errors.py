@@ -24,8 +24,10 @@ contains a credential: :func:`redact` scrubs URLs and known secrets before they 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -145,11 +147,16 @@ class PermissionDeniedError(RegistryError):
 
 
 class RegistryUnavailableError(RegistryError, ConnectionError):
-    """The registry could not be reached, or kept failing until the retries were spent."""
+    """The registry could not be reached, or kept failing until the retries were spent.
+
+    ``retry_after`` holds the seconds the server asked the client to wait, when it said.
+    """
+
+    retry_after: float | None = None
 
 
 class InvalidResponseError(RegistryError):
-    """The server's reply is not what MLflow's API returns (truncated, wrong types, an HTML page)."""
+    """The server's reply is not MLflow's API (truncated, wrong types, an HTML page)."""
 
 
 class OfflineError(RegistryError):
@@ -174,11 +181,13 @@ class PromotionRejectedError(RegistryError):
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)\s+[^\s'\",}]+")
 _secrets: set[str] = set()
+#: Shorter strings would redact ordinary words.
+_MIN_SECRET_LENGTH = 4
 
 
 def register_secret(secret: str | None) -> None:
     """Remember a credential so that :func:`redact` removes it from any text."""
-    if secret and len(secret) >= 4:  # shorter strings would redact ordinary words
+    if secret and len(secret) >= _MIN_SECRET_LENGTH:
         _secrets.add(secret)
 
 
@@ -196,7 +205,8 @@ def redact(text: str) -> str:
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
 _EXISTS_CODES = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
-_DENIED_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
+_UNAUTHENTICATED_CODES = {"UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
+_DENIED_CODES = {"PERMISSION_DENIED", *_UNAUTHENTICATED_CODES}
 _UNAVAILABLE_CODES = {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"}
 _ALIAS_MISSING = re.compile(r"alias \S+ not found", re.IGNORECASE)
 _VERSION_MISSING = re.compile(r"model version .*not found|version .*not found", re.IGNORECASE)
@@ -216,6 +226,17 @@ def _not_found_class(message: str, subject: Subject | None) -> type[NotFoundErro
         "alias": AliasNotFoundError,
         None: NotFoundError,
     }[subject]
+
+
+def _is_transient_status(status: int | None) -> bool:
+    if status is None:
+        return False
+    busy = {HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS}
+    return status in busy or status >= HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def _is_client_error(status: int) -> bool:
+    return HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 def from_status(
@@ -241,28 +262,28 @@ def from_status(
     text = f"{prefix}{server_message}" if server_message else f"{prefix}HTTP {status}"
     kw: dict[str, Any] = {"status": status, "error_code": code, "server_message": server_message}
 
-    if status in (401, 403) or code in _DENIED_CODES:
+    unauthenticated = status == HTTPStatus.UNAUTHORIZED or code in _UNAUTHENTICATED_CODES
+    if unauthenticated or status == HTTPStatus.FORBIDDEN or code in _DENIED_CODES:
         hint = (
             " (not authenticated: set MLFLOW_TRACKING_TOKEN or "
             "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)"
-            if status == 401 or code in {"UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
+            if unauthenticated
             else " (permission denied)"
         )
         return PermissionDeniedError(text + hint, **kw)
-    if code in _NOT_FOUND_CODES or status == 404:
+    if code in _NOT_FOUND_CODES or status == HTTPStatus.NOT_FOUND:
         return _not_found_class(server_message, subject)(text, **kw)
-    if (status == 400 or code == "INVALID_PARAMETER_VALUE") and _ALIAS_MISSING.search(
-        server_message
-    ):
+    bad_request = status == HTTPStatus.BAD_REQUEST or code == "INVALID_PARAMETER_VALUE"
+    if bad_request and _ALIAS_MISSING.search(server_message):
         # MLflow answers a missing alias with 400 INVALID_PARAMETER_VALUE.
         return AliasNotFoundError(text, **kw)
-    if code in _EXISTS_CODES or status == 409:
+    if code in _EXISTS_CODES or status == HTTPStatus.CONFLICT:
         return AlreadyExistsError(text, **kw)
-    if code in _UNAVAILABLE_CODES or status in (408, 429) or (status or 0) >= 500:
+    if code in _UNAVAILABLE_CODES or _is_transient_status(status):
         return RegistryUnavailableError(text, **kw)
-    if status is not None and 400 <= status < 500:
+    if bad_request or (status is not None and _is_client_error(status)):
         return InvalidRequestError(text, **kw)
-    if code in {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}:
+    if code in {"BAD_REQUEST", "INVALID_STATE"}:
         return InvalidRequestError(text, **kw)
     return RegistryError(text, **kw)
 
@@ -287,10 +308,8 @@ def from_response(
     """Turn a failed HTTP reply from an MLflow server into the matching :class:`RegistryError`."""
     code: str | None = None
     message: str | None = None
-    try:
+    with contextlib.suppress(ValueError):
         code, message = _json_error(response.json())
-    except ValueError:
-        pass
     if message is None:
         body = response.text or ""
         # An HTML error page from a proxy says nothing useful beyond its status line.
@@ -306,7 +325,7 @@ def from_mlflow_exception(
     subject: Subject | None = None,
     action: str | None = None,
 ) -> RegistryError:
-    """Turn an ``mlflow.exceptions.MlflowException`` (or a subclass) into a :class:`RegistryError`."""
+    """Turn an ``mlflow.exceptions.MlflowException`` into a :class:`RegistryError`."""
     code = getattr(exc, "error_code", None)
     message = getattr(exc, "message", None)
     if not isinstance(message, str):

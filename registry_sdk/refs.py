@@ -1,4 +1,4 @@
-"""Model references: the strings that name one version of a registered model.
+r"""Model references: the strings that name one version of a registered model.
 
 Valid forms (each also with a ``models:/`` prefix):
 
@@ -101,7 +101,7 @@ def _alias_problem(alias: str) -> str | None:
 
 
 def validate_model_name(name: str) -> str:
-    """Return ``name`` if it is a valid registered model name, else raise ``InvalidReferenceError``."""
+    """Return ``name`` if it is a valid model name; else raise :class:`InvalidReferenceError`."""
     if not isinstance(name, str):
         msg = f"a model name must be a string, not {type(name).__name__}"
         raise InvalidReferenceError(msg)
@@ -113,7 +113,7 @@ def validate_model_name(name: str) -> str:
 
 
 def validate_alias(alias: str) -> str:
-    """Return ``alias`` if it is a valid alias name (not ``latest``), else raise ``InvalidReferenceError``."""
+    """Return ``alias`` if it is a valid alias name (not ``latest``); else raise an error."""
     if not isinstance(alias, str):
         msg = f"an alias must be a string, not {type(alias).__name__}"
         raise InvalidReferenceError(msg)
@@ -145,7 +145,8 @@ class ModelRef:
         if problem is None:
             problem = self._target_problem()
         if problem:
-            raise _fail(f"{self.name}", problem)
+            msg = f"{self.name}"
+            raise _fail(msg, problem)
 
     def _target_problem(self) -> str | None:
         fields = {"version": self.version, "alias": self.alias, "stage": self.stage}
@@ -228,17 +229,23 @@ def parse_ref(text: str | ModelRef) -> ModelRef:
     if at < 0 and slash < 0:
         raise _fail(text, "it names a model but no version, alias or stage")
     if at > slash:
-        name, target = body[:at], body[at + 1 :]
-        _check_name(text, name)
-        if not target:
-            raise _fail(text, "the alias after '@' is empty")
-        if target.lower() == "latest":
-            return ModelRef.of_latest(name)
-        problem = _alias_problem(target)
-        if problem:
-            raise _fail(text, problem)
-        return ModelRef.of_alias(name, target)
-    name, target = body[:slash], body[slash + 1 :]
+        return _parse_alias(text, body[:at], body[at + 1 :])
+    return _parse_slash(text, body[:slash], body[slash + 1 :])
+
+
+def _parse_alias(text: str, name: str, target: str) -> ModelRef:
+    _check_name(text, name)
+    if not target:
+        raise _fail(text, "the alias after '@' is empty")
+    if target.lower() == "latest":
+        return ModelRef.of_latest(name)
+    problem = _alias_problem(target)
+    if problem:
+        raise _fail(text, problem)
+    return ModelRef.of_alias(name, target)
+
+
+def _parse_slash(text: str, name: str, target: str) -> ModelRef:
     _check_name(text, name)
     if not target:
         raise _fail(text, "the version or stage after '/' is empty")

@@ -34,7 +34,7 @@ class ServerInfo:
 
 
 class Backend(Protocol):
-    """Registry operations, one call each. Errors are always :class:`~registry_sdk.errors.RegistryError`.
+    """Registry operations, one call each; every error is a :class:`~registry_sdk.RegistryError`.
 
     ``create_model`` and ``create_version`` make a single attempt: the client owns the retry
     of calls that create something, because only it knows how to check what a lost reply did.

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def _token(token: str | bytes | None) -> str | None:
+    """A page token as ``str``: MLflow's SQL stores hand out base64 ``bytes``."""
+    if isinstance(token, bytes):
+        token = token.decode("ascii")
+    return token or None
+
+
 class LocalBackend:
     """The :class:`~registry_sdk._backends.base.Backend` over ``mlflow.MlflowClient``."""
 
@@ -94,7 +101,7 @@ class LocalBackend:
             ),
             "search models",
         )
-        return Page(tuple(RegisteredModel.from_mlflow(m) for m in paged), paged.token or None)
+        return Page(tuple(RegisteredModel.from_mlflow(m) for m in paged), _token(paged.token))
 
     def update_model(self, name: str, *, description: str) -> RegisteredModel:
         """Set a registered model's description."""
@@ -112,6 +119,8 @@ class LocalBackend:
             f"rename model {name!r} to {new_name!r}",
             "model",
         )
+        if rm is None:  # MlflowClient.rename_registered_model returns None despite its docs
+            return self.get_model(new_name)
         return RegisteredModel.from_mlflow(rm)
 
     def delete_model(self, name: str) -> None:
@@ -192,7 +201,7 @@ class LocalBackend:
             ),
             "search versions",
         )
-        return Page(tuple(ModelVersion.from_mlflow(v) for v in paged), paged.token or None)
+        return Page(tuple(ModelVersion.from_mlflow(v) for v in paged), _token(paged.token))
 
     def update_version(self, name: str, version: int, *, description: str) -> ModelVersion:
         """Set a version's description."""

@@ -1,4 +1,4 @@
-"""REST backend: talks to an MLflow tracking server over HTTP(S) with requests; never imports mlflow.
+"""REST backend: an MLflow tracking server over HTTP(S), with requests; never imports mlflow.
 
 One ``requests.Session`` per backend, a timeout on every call, and tenacity retries on connection
 errors, 408/429/5xx and ``Retry-After``. Calls that create something are sent once: the client
@@ -42,7 +42,7 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _API = "/api/2.0/mlflow"
 
 
-class _Transient(Exception):
+class _Transient(Exception):  # noqa: N818 - a signal to retry, never seen outside
     """An attempt that may succeed if repeated; carries the error to raise if it never does."""
 
     def __init__(self, error: RegistryError, retry_after: float | None = None) -> None:
@@ -119,7 +119,7 @@ class RestBackend:
             "retrying after %s (attempt %d, waiting %.2fs)", exc, state.attempt_number, wait
         )
 
-    def _attempt(
+    def _attempt(  # noqa: PLR0917 - called positionally by tenacity's Retrying
         self,
         method: str,
         url: str,
@@ -140,8 +140,13 @@ class RestBackend:
                 timeout=self._timeout,
                 verify=self._session.verify,
             )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            error = RegistryUnavailableError(
+        # ChunkedEncodingError: the connection dropped mid-reply, as transient as a reset.
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            error: RegistryError = RegistryUnavailableError(
                 redact(f"{action}: cannot reach the registry at {self.uri}: {exc}")
             )
             raise _Transient(error) from None
@@ -185,6 +190,8 @@ class RestBackend:
         try:
             return policy(self._attempt, method, self.uri + endpoint, params, body, subject, action)
         except _Transient as final:
+            if isinstance(final.error, RegistryUnavailableError):
+                final.error.retry_after = final.retry_after
             raise final.error from None
 
     def _json(
@@ -362,14 +369,13 @@ class RestBackend:
     ) -> ModelVersion:
         """Create a model version (one attempt: never retried blindly)."""
         body: dict[str, Any] = {"name": name, "source": source, "tags": self._tags(tags)}
-        for key, value in (
-            ("run_id", run_id),
-            ("description", description),
-            ("run_link", run_link),
-            ("model_id", model_id),
-        ):
-            if value is not None:
-                body[key] = value
+        optional = {
+            "run_id": run_id,
+            "description": description,
+            "run_link": run_link,
+            "model_id": model_id,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
         action = f"create a version of {name!r}"
         data = self._json(
             "POST",

@@ -10,6 +10,7 @@ import click
 from registry_sdk._version import __version__
 from registry_sdk.cli._common import EXIT_OK, EXIT_UNAVAILABLE, echo_json
 from registry_sdk.client import RegistryClient
+from registry_sdk.errors import redact
 
 
 @click.command()
@@ -28,8 +29,8 @@ def doctor(tracking_uri: str | None, as_json: bool) -> None:
     report: dict[str, object] = {
         "registry_sdk": __version__,
         "python": platform.python_version(),
-        "tracking_uri": settings.tracking_uri if not settings.is_remote else settings.registry_uri,
-        "registry_uri": settings.registry_uri,
+        "tracking_uri": redact(settings.tracking_uri),
+        "registry_uri": redact(settings.registry_uri),
         "backend": "rest" if settings.is_remote else "local",
         "auth": auth,
         "tls": "insecure (verification off)"

@@ -16,7 +16,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 Command = Sequence[str]
 
@@ -36,6 +39,9 @@ class Scenario:
     #: Runs once before timing (create a registry, train a model, ...); gets the work dir.
     setup: Callable[[Path], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: When set, each command prints a JSON object as its last line and this key's value (in
+    #: seconds) is the sample, instead of the process's wall time.
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,15 +62,31 @@ class Result:
     baseline_samples: list[float]
 
 
-def time_command(cmd: Command, *, cwd: Path, env: dict[str, str]) -> float:
-    """Wall time of one fresh process running ``cmd``; fails loudly if the command fails."""
+def time_command(
+    cmd: Command, *, cwd: Path, env: dict[str, str], metric: str | None = None
+) -> float:
+    """Wall time of one fresh process running ``cmd`` (or the ``metric`` it reports).
+
+    Fails loudly if the command fails.
+    """
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
-        msg = f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}"
+        msg = (
+            f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}"
+        )
         raise RuntimeError(msg)
-    return elapsed
+    if metric is None:
+        return elapsed
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return float(json.loads(lines[-1])[metric])
+    except (IndexError, ValueError, KeyError, TypeError) as exc:
+        msg = (
+            f"benchmark command did not report {metric!r} as JSON on its last line: {' '.join(cmd)}"
+        )
+        raise RuntimeError(msg) from exc
 
 
 def run_scenario(scenario: Scenario, workdir: Path) -> Result:
@@ -73,14 +95,18 @@ def run_scenario(scenario: Scenario, workdir: Path) -> Result:
     env = {**os.environ, **scenario.env}
     if scenario.setup is not None:
         scenario.setup(workdir)
+
+    def sample(cmd: Command) -> float:
+        return time_command(cmd, cwd=workdir, env=env, metric=scenario.metric)
+
     for _ in range(scenario.warmup):
-        time_command(scenario.ours, cwd=workdir, env=env)
-        time_command(scenario.baseline, cwd=workdir, env=env)
+        sample(scenario.ours)
+        sample(scenario.baseline)
     ours: list[float] = []
     theirs: list[float] = []
     for _ in range(scenario.repeat):
-        ours.append(time_command(scenario.ours, cwd=workdir, env=env))
-        theirs.append(time_command(scenario.baseline, cwd=workdir, env=env))
+        ours.append(sample(scenario.ours))
+        theirs.append(sample(scenario.baseline))
     ratio = statistics.median(ours) / statistics.median(theirs)
     return Result(
         name=scenario.name,
@@ -100,13 +126,15 @@ def run_scenario(scenario: Scenario, workdir: Path) -> Result:
 
 def format_table(results: Sequence[Result]) -> str:
     """A plain-text table of results."""
-    header = f"{'scenario':<28} {'ours (med)':>11} {'mlflow (med)':>13} {'ratio':>7} {'target':>7}  ok"
+    header = (
+        f"{'scenario':<28} {'ours (med)':>11} {'mlflow (med)':>13} {'ratio':>7} {'target':>7}  ok"
+    )
     lines = [header, "-" * len(header)]
-    for r in results:
-        lines.append(
-            f"{r.name:<28} {r.ours_median * 1000:>9.1f}ms {r.baseline_median * 1000:>11.1f}ms "
-            f"{r.ratio:>7.3f} {r.target_ratio:>7.2f}  {'yes' if r.passed else 'NO'}"
-        )
+    lines.extend(
+        f"{r.name:<28} {r.ours_median * 1000:>9.1f}ms {r.baseline_median * 1000:>11.1f}ms "
+        f"{r.ratio:>7.3f} {r.target_ratio:>7.2f}  {'yes' if r.passed else 'NO'}"
+        for r in results
+    )
     return "\n".join(lines)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import format_table, run_scenario, write_report  # noqa: E402
-from scenarios import all_scenarios  # noqa: E402
+from harness import format_table, run_scenario, write_report
+from scenarios import all_scenarios
 
 
 def main(argv: list[str] | None = None) -> int:

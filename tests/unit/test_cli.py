@@ -74,7 +74,7 @@ def test_doctor_never_prints_a_password_embedded_in_the_uri():
     assert "basic (user alice)" in result.output
 
 
-def test_doctor_offline_contacts_nothing(tmp_path):
+def test_doctor_offline_contacts_nothing():
     result = run(
         ["doctor", "--json"],
         env={"MLFLOW_TRACKING_URI": "http://registry.test", "REGISTRY_SDK_OFFLINE": "1"},

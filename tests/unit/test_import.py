@@ -1,4 +1,4 @@
-"""`import registry_sdk` stays light: mlflow and the HTTP stack load only when a feature needs them."""
+"""`import registry_sdk` stays light: mlflow and the HTTP stack load only when needed."""
 
 from __future__ import annotations
 

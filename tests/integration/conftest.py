@@ -1,0 +1,118 @@
+"""Fixtures for the integration suite: real MLflow servers on loopback and an embedded store.
+
+``client`` is parametrized over the three backends, so every contract test runs unchanged
+against each of them:
+
+* ``embedded-sqlite``: no server, MLflow's in-process store on ``sqlite:///<tmp>/embedded.db``;
+* ``server-sqlite``: ``mlflow server`` over SQLite, through the REST backend;
+* ``server-postgres``: ``mlflow server`` over a fresh PostgreSQL database (marked ``postgres``).
+
+Servers start once per session, lazily (deselecting ``postgres`` never touches PostgreSQL),
+and their process groups are killed at the end of the session whatever the tests did.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from _servers import (
+    MlflowServer,
+    create_database,
+    drop_database,
+    postgres_problem,
+    postgres_uri,
+)
+
+from registry_sdk import RegistryClient
+
+_HERE = Path(__file__).parent.resolve()
+
+BACKENDS = (
+    "embedded-sqlite",
+    "server-sqlite",
+    pytest.param("server-postgres", marks=pytest.mark.postgres),
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration as ``integration`` (this hook sees all items)."""
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(_HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+@pytest.fixture(scope="session")
+def embedded_sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("embedded") / "embedded.db"
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_sqlite(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("server-sqlite")
+    server = MlflowServer("server-sqlite", f"sqlite:///{workdir / 'mlflow.db'}", workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A fresh database on the local PostgreSQL, dropped at the end of the session."""
+    problem = postgres_problem()
+    if problem is not None:
+        if _in_ci():
+            pytest.fail(f"CI=true but PostgreSQL is unusable: {problem}", pytrace=False)
+        pytest.skip(f"{problem} (start PostgreSQL on 127.0.0.1:5432 with trust auth to run)")
+    name = create_database()
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_postgres(postgres_database: str, tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("server-postgres")
+    server = MlflowServer("server-postgres", postgres_uri(postgres_database), workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()  # before the database is dropped
+
+
+def _tracking_uri(request: pytest.FixtureRequest, backend: str) -> str:
+    if backend == "embedded-sqlite":
+        return request.getfixturevalue("embedded_sqlite_uri")
+    if backend == "server-sqlite":
+        return request.getfixturevalue("mlflow_server_sqlite").uri
+    if backend == "server-postgres":
+        return request.getfixturevalue("mlflow_server_postgres").uri
+    msg = f"unknown backend {backend!r}"
+    raise AssertionError(msg)
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh ``RegistryClient`` on one of the three backends (per test, so patches stay local)."""
+    uri = _tracking_uri(request, request.param)
+    # Everything explicit, so no REGISTRY_SDK_* or MLFLOW_* variable of the caller leaks in.
+    # Few retries: a real server that fails should fail the test quickly, not after backoff.
+    with RegistryClient(
+        uri,
+        registry_uri=uri,
+        cache_dir=tmp_path / "cache",
+        offline=False,
+        timeout=30,
+        max_retries=1,
+    ) as registry:
+        yield registry
