@@ -7,8 +7,16 @@
 Importing this package does not import mlflow; that happens only where a feature needs it.
 """
 
+from registry_sdk._outbox import push_pending
 from registry_sdk._version import __version__
 from registry_sdk.client import RegistryClient
+from registry_sdk.decorators import (
+    PendingRegistrationWarning,
+    Registered,
+    log_metric,
+    log_metrics,
+    register,
+)
 from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
 from registry_sdk.errors import (
     AliasNotFoundError,
@@ -41,14 +49,20 @@ __all__ = [
     "ModelVersion",
     "NotFoundError",
     "OfflineError",
+    "PendingRegistrationWarning",
     "PermissionDeniedError",
     "PromotionRejectedError",
     "RefKind",
+    "Registered",
     "RegisteredModel",
     "RegistryClient",
     "RegistryError",
     "RegistryUnavailableError",
     "VersionNotFoundError",
     "__version__",
+    "log_metric",
+    "log_metrics",
     "parse_ref",
+    "push_pending",
+    "register",
 ]

@@ -1,0 +1,309 @@
+"""The outbox: every trained model is staged on local disk first, then pushed to the registry.
+
+Staging always works (it needs no network). Pushing creates the run's params and metrics, an
+MLflow logged model with the artifacts, the registered model, one version (exactly once: the
+entry's idempotency key is looked up before creating) and the alias, then deletes the entry.
+When the registry cannot be reached, the entry stays and :func:`push_pending` finishes it later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from registry_sdk.errors import RegistryError, RegistryUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from pathlib import Path
+
+    from registry_sdk.client import RegistryClient
+    from registry_sdk.entities import ModelVersion
+
+logger = logging.getLogger("registry_sdk.outbox")
+
+ENTRY_FILE = "entry.json"
+MODEL_DIR = "model"
+_FORMAT = 1
+
+
+@attrs.define
+class Entry:
+    """One staged registration; ``path`` holds ``entry.json`` and the saved ``model/``."""
+
+    path: Path
+    key: str
+    name: str
+    tracking_uri: str
+    registry_uri: str
+    alias: str | None = None
+    description: str | None = None
+    tags: dict[str, str] = attrs.Factory(dict)
+    params: dict[str, str] = attrs.Factory(dict)
+    metrics: dict[str, float] = attrs.Factory(dict)
+    run_id: str | None = None
+    experiment_id: str | None = None
+    model_id: str | None = None
+    alias_reason: str | None = None
+    created_at: float = attrs.Factory(time.time)
+    #: Pushes started so far; the first one cannot have created a version already.
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON stored in ``entry.json``."""
+        data = attrs.asdict(self, filter=lambda a, _: a.name != "path")
+        data["format"] = _FORMAT
+        return data
+
+    @classmethod
+    def load(cls, path: Path) -> Entry:
+        """Read the entry stored in directory ``path``."""
+        data = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
+        data.pop("format", None)
+        return cls(path=path, **data)
+
+    def save(self) -> None:
+        """Rewrite ``entry.json`` atomically."""
+        tmp = self.path / f".{ENTRY_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.path / ENTRY_FILE)
+
+    @property
+    def model_path(self) -> Path:
+        """The saved MLflow model."""
+        return self.path / MODEL_DIR
+
+
+def outbox_dir(cache_dir: Path) -> Path:
+    """Where staged registrations live under a cache directory."""
+    return cache_dir / "outbox"
+
+
+def new_entry_dir(cache_dir: Path, key: str) -> Path:
+    """A fresh, private staging directory; renamed into the outbox by :func:`commit`."""
+    root = outbox_dir(cache_dir)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(mode=0o700)
+    return tmp
+
+
+def commit(entry: Entry) -> Entry:
+    """Write ``entry.json`` and move the staging directory into place (one atomic rename)."""
+    entry.save()
+    final = entry.path.parent / f"{int(entry.created_at * 1000)}-{entry.key}"
+    entry.path.replace(final)
+    entry.path = final
+    return entry
+
+
+def pending(cache_dir: Path) -> list[Entry]:
+    """Staged registrations not yet pushed, oldest first (unfinished staging is ignored)."""
+    root = outbox_dir(cache_dir)
+    if not root.is_dir():
+        return []
+    entries = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not (child / ENTRY_FILE).is_file():
+            continue
+        try:
+            entries.append(Entry.load(child))
+        except (OSError, ValueError, TypeError) as exc:
+            logger.warning("skipping unreadable outbox entry %s: %s", child, exc)
+    return entries
+
+
+@contextmanager
+def bounded_mlflow_http(timeout: float, max_retries: int) -> Iterator[None]:
+    """Bound MLflow's own HTTP retries by our settings unless the user set them explicitly."""
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, timeout))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    added = [k for k in wanted if k not in os.environ]
+    for key in added:
+        os.environ[key] = wanted[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _finish_model_file(entry: Entry, artifact_location: str) -> None:
+    """Record the logged model's id and run in the saved MLmodel, as ``log_model`` would."""
+    from mlflow.models import Model
+
+    mlmodel = entry.model_path / "MLmodel"
+    model = Model.load(str(mlmodel))
+    model.model_id = entry.model_id
+    model.model_uuid = entry.model_id
+    model.run_id = entry.run_id
+    model.artifact_path = artifact_location
+    model.save(str(mlmodel))
+
+
+def _sync_run(tracking: Any, entry: Entry) -> None:
+    """Make sure the entry has a run carrying its params and final metrics."""
+    from mlflow.entities import Metric, Param
+
+    if entry.run_id is None:
+        experiment_id = entry.experiment_id or "0"
+        run = tracking.create_run(experiment_id, tags={"mlflow.runName": f"register-{entry.name}"})
+        entry.run_id = run.info.run_id
+        entry.experiment_id = run.info.experiment_id
+        entry.save()
+        created = True
+    else:
+        created = False
+    run = tracking.get_run(entry.run_id)
+    entry.experiment_id = run.info.experiment_id
+    have_params = run.data.params
+    have_metrics = run.data.metrics
+    now = int(time.time() * 1000)
+    params = [Param(k, v) for k, v in entry.params.items() if k not in have_params]
+    metrics = [
+        Metric(k, float(v), now, 0) for k, v in entry.metrics.items() if have_metrics.get(k) != v
+    ]
+    if params or metrics:
+        tracking.log_batch(entry.run_id, metrics=metrics, params=params)
+    if created:
+        tracking.set_terminated(entry.run_id, "FINISHED")
+
+
+def _sync_logged_model(tracking: Any, entry: Entry) -> None:
+    """Create (once) the MLflow logged model and upload the saved artifacts to it."""
+    from mlflow.entities import LoggedModelOutput
+
+    logged = None
+    if entry.model_id is not None:
+        try:
+            logged = tracking.get_logged_model(entry.model_id)
+        except Exception:  # noqa: BLE001 - gone or never created: make a new one
+            logged = None
+    if logged is None:
+        logged = tracking.create_logged_model(
+            entry.experiment_id,
+            name=MODEL_DIR,
+            source_run_id=entry.run_id,
+            params=entry.params or None,
+        )
+        entry.model_id = logged.model_id
+        entry.save()
+    if str(getattr(logged.status, "name", logged.status)).upper().endswith("READY"):
+        return
+    _finish_model_file(entry, logged.artifact_location)
+    tracking.log_model_artifacts(logged.model_id, str(entry.model_path))
+    tracking.finalize_logged_model(logged.model_id, "READY")
+    if entry.run_id is not None:
+        tracking.log_outputs(entry.run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
+
+
+def push(entry: Entry, client: RegistryClient) -> ModelVersion:
+    """Register a staged entry exactly once and remove it from the outbox.
+
+    Raises:
+        RegistryUnavailableError: the tracking server or registry cannot be reached; the entry
+            stays in the outbox.
+        RegistryError: anything else the registry refused; the entry stays too.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from registry_sdk.errors import from_mlflow_exception
+
+    settings = client.settings
+    tracking = mlflow.MlflowClient(tracking_uri=client.tracking_uri)
+    try:
+        with bounded_mlflow_http(settings.timeout, settings.max_retries):
+            _sync_run(tracking, entry)
+            _sync_logged_model(tracking, entry)
+    except MlflowException as exc:
+        if _unreachable(client):
+            msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc.message}"
+            raise RegistryUnavailableError(msg) from None
+        raise from_mlflow_exception(exc, action=f"log the model for {entry.name!r}") from None
+    except OSError as exc:
+        if _unreachable(client):
+            msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc}"
+            raise RegistryUnavailableError(msg) from None
+        raise
+
+    entry.attempts += 1
+    entry.save()
+    client.create_model(entry.name, exist_ok=True)
+    version = client.create_version(
+        entry.name,
+        f"models:/{entry.model_id}",
+        run_id=entry.run_id,
+        model_id=entry.model_id,
+        tags=entry.tags,
+        description=entry.description,
+        idempotency_key=entry.key,
+        # A repeated push must find the version an earlier attempt may have made.
+        check_existing=entry.attempts > 1,
+    )
+    if entry.alias and entry.alias not in version.aliases:
+        client.set_alias(entry.name, entry.alias, version.version, reason=entry.alias_reason)
+        version = version.with_aliases((*version.aliases, entry.alias))
+    shutil.rmtree(entry.path, ignore_errors=True)
+    return version
+
+
+def _unreachable(client: RegistryClient) -> bool:
+    try:
+        return not client.server_info().reachable
+    except RegistryError:
+        return True
+
+
+def push_pending(client: RegistryClient | None = None) -> list[ModelVersion]:
+    """Register every model waiting in the outbox, oldest first; each exactly once.
+
+    Entries whose registry differs from ``client``'s are pushed with a client for their own
+    registry. An entry that fails stays in the outbox; the first failure is raised after the
+    other entries were tried.
+    """
+    from registry_sdk.client import RegistryClient
+
+    client = client or RegistryClient()
+    clients: dict[tuple[str, str], RegistryClient] = {
+        (client.tracking_uri, client.registry_uri): client
+    }
+    pushed: list[ModelVersion] = []
+    first_error: RegistryError | None = None
+    for entry in pending(client.settings.cache_dir):
+        key = (entry.tracking_uri, entry.registry_uri)
+        if key not in clients:
+            clients[key] = RegistryClient(
+                entry.tracking_uri,
+                registry_uri=entry.registry_uri,
+                cache_dir=client.settings.cache_dir,
+                timeout=client.settings.timeout,
+                max_retries=client.settings.max_retries,
+            )
+        try:
+            pushed.append(push(entry, clients[key]))
+        except RegistryError as exc:
+            logger.warning("could not push %s (%s) yet: %s", entry.name, entry.path.name, exc)
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return pushed
+
+
+def as_tags(values: Mapping[str, object]) -> dict[str, str]:
+    """Tag values are strings: JSON for structures, ``str`` for the rest."""
+    return {
+        k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
+        for k, v in values.items()
+    }

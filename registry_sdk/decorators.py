@@ -1,0 +1,498 @@
+"""``@register``: a training function registers the model it returns, with everything about it.
+
+::
+
+    @rs.register("churn", alias="staging")
+    def train(X, y, n_estimators: int = 100):
+        model = RandomForestClassifier(n_estimators=n_estimators).fit(X, y)
+        return model, {"accuracy": model.score(X, y)}
+
+Each call runs inside an MLflow run (the active one, if any), logs the scalar arguments as
+params and the metrics on the run, saves the model with its MLflow flavor and the exact
+requirements it needs, and registers one version tagged with the environment, git state, code
+identity and data fingerprints. If the registry cannot be reached when training ends, the
+model waits in the local outbox (with a loud warning) until :func:`push_pending`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import getpass
+import importlib
+import inspect
+import json
+import logging
+import math
+import platform
+import sys
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+
+from registry_sdk import _tags
+from registry_sdk.errors import RegistryUnavailableError
+from registry_sdk.refs import validate_alias, validate_model_name
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from registry_sdk.client import RegistryClient
+    from registry_sdk.entities import ModelVersion
+
+__all__ = ["PendingRegistrationWarning", "Registered", "log_metric", "log_metrics", "register"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+logger = logging.getLogger("registry_sdk.register")
+_SCALARS = (int, float, str, bool)
+_PREFETCH_SWITCH_INTERVAL = 0.0005
+
+
+class PendingRegistrationWarning(UserWarning):
+    """The registry could not be reached: the trained model waits in the local outbox."""
+
+
+@attrs.define
+class _Collector:
+    metrics: dict[str, float] = attrs.Factory(dict)
+    derived_from: list[str] = attrs.Factory(list)
+
+
+_current: contextvars.ContextVar[_Collector | None] = contextvars.ContextVar(
+    "registry_sdk_register", default=None
+)
+
+
+def log_metric(key: str, value: float) -> None:
+    """Record a metric of the model being trained by the enclosing ``@register`` function.
+
+    The final value is logged on the run and as the ``registry_sdk.metrics.<key>`` version tag.
+
+    Raises:
+        RuntimeError: called outside a ``@register`` function.
+    """
+    collector = _current.get()
+    if collector is None:
+        msg = "rs.log_metric() records metrics of a @register function; call it inside one"
+        raise RuntimeError(msg)
+    number = float(value)
+    if math.isnan(number):
+        msg = f"metric {key!r} is NaN; log a number"
+        raise ValueError(msg)
+    collector.metrics[str(key)] = number
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    """Record several metrics at once (see :func:`log_metric`)."""
+    for key, value in metrics.items():
+        log_metric(key, value)
+
+
+def record_derived_from(ref: str) -> None:
+    """Note that the model being trained was derived from the version ``ref`` (used by loaders)."""
+    collector = _current.get()
+    if collector is not None and ref not in collector.derived_from:
+        collector.derived_from.append(ref)
+
+
+@attrs.frozen
+class _Options:
+    name: str | None
+    alias: str | None
+    tags: Mapping[str, str]
+    description: str | None
+    flavor: str | None
+    signature: Any
+    input_example: Any
+    client: RegistryClient | None
+
+
+class Registered(Generic[P, R]):
+    """A training function wrapped by ``@register``; call it as you would the function.
+
+    Attributes:
+        last_version: the :class:`~registry_sdk.ModelVersion` registered by the last call, or
+            None if that call's model is waiting in the outbox.
+    """
+
+    last_version: ModelVersion | None
+
+    def __init__(self, fn: Callable[P, R], options: _Options) -> None:
+        functools.update_wrapper(self, fn)
+        self.__wrapped__ = fn
+        self._fn = fn
+        self._options = options
+        self._name = options.name or fn.__name__
+        validate_model_name(self._name)
+        self.last_version = None
+        self.__signature__ = inspect.signature(fn)
+
+    def __repr__(self) -> str:
+        return f"<registered training function {self._fn.__qualname__} -> {self._name!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Train, register the returned model, and return exactly what the function returned."""
+        return _run_registered(self, args, kwargs)
+
+
+def _client_for(options: _Options) -> RegistryClient:
+    if options.client is not None:
+        return options.client
+    from registry_sdk.client import RegistryClient
+
+    return RegistryClient()
+
+
+def _run_tags(provenance: Mapping[str, str]) -> dict[str, str]:
+    """The context tags MLflow's own ``start_run`` would resolve, from what we captured already."""
+    user, _, _ = provenance.get(_tags.CREATED_BY, "unknown").partition("@")
+    tags = {
+        "mlflow.user": user,
+        "mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "<interactive>",
+        "mlflow.source.type": "LOCAL",
+    }
+    for ours, theirs in (
+        (_tags.GIT_COMMIT, "mlflow.source.git.commit"),
+        (_tags.GIT_BRANCH, "mlflow.source.git.branch"),
+        (_tags.GIT_REMOTE, "mlflow.source.git.repoURL"),
+    ):
+        if ours in provenance:
+            tags[theirs] = provenance[ours]
+    return tags
+
+
+def _start_run(tags: Mapping[str, str]) -> Any:
+    """Start a run with ``tags`` and make it active.
+
+    Creating it through the client with tags we already hold skips MLflow's context resolution
+    (which imports GitPython and walks the repository a second time).
+    """
+    import mlflow
+    from mlflow.tracking import fluent
+
+    experiment_id = getattr(fluent, "_get_experiment_id", None)
+    if experiment_id is None:  # pragma: no cover - older or newer MLflow internals
+        return mlflow.start_run(tags=dict(tags))
+    created = mlflow.MlflowClient().create_run(experiment_id(), tags=dict(tags))
+    return mlflow.start_run(run_id=created.info.run_id)
+
+
+@contextmanager
+def _tracking(client: RegistryClient, tags: Mapping[str, str]) -> Iterator[tuple[Any, bool]]:
+    """An active MLflow run on the client's tracking server: the user's, or one we start.
+
+    Yields (run or None, started_here). When the tracking server cannot be reached, yields no
+    run: training still happens and the model goes to the outbox.
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        yield active, False
+        return
+    # Restored afterwards; None (never set) goes back to MLflow resolving env and default.
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None  # type: ignore[no-untyped-call]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    from registry_sdk._outbox import bounded_mlflow_http
+
+    try:
+        try:
+            with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
+                run = _start_run(tags)
+        except Exception as exc:  # noqa: BLE001 - any failure to start means "no server"
+            logger.warning("could not start an MLflow run (%s); training without one", exc)
+            yield None, False
+            return
+        try:
+            yield run, True
+        except BaseException:
+            _end_run("FAILED")
+            raise
+        _end_run("FINISHED")
+    finally:
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+
+
+def _end_run(status: str) -> None:
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception as exc:  # noqa: BLE001 - the server may be gone; the outbox has the data
+        logger.warning("could not end the MLflow run: %s", exc)
+
+
+def _split(result: object) -> tuple[object, Mapping[str, float]]:
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2  # noqa: PLR2004 - (model, metrics)
+        and isinstance(result[1], Mapping)
+    ):
+        return result[0], result[1]
+    return result, {}
+
+
+def _params_and_data(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, str]]:
+    from registry_sdk.capture import fingerprint
+
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError:
+        return {}, {}
+    bound.apply_defaults()
+    params: dict[str, str] = {}
+    data: dict[str, str] = {}
+    for arg, value in bound.arguments.items():
+        if value is None or isinstance(value, _SCALARS):
+            params[arg] = str(value)
+            continue
+        fp = fingerprint(value)
+        if fp is not None:
+            data[f"{_tags.DATA_PREFIX}{arg}"] = json.dumps(
+                fp, sort_keys=True, separators=(",", ":")
+            )
+    return params, data
+
+
+def _source_dir(fn: Callable[..., Any]) -> Path:
+    try:
+        source = inspect.getsourcefile(inspect.unwrap(fn))
+    except TypeError:
+        source = None
+    if source and Path(source).exists():
+        return Path(source).parent
+    return Path.cwd()
+
+
+def _provenance_tags(fn: Callable[..., Any]) -> dict[str, str]:
+    from registry_sdk.capture import code_identity, git_state
+
+    function, sha = code_identity(fn)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    tags = {
+        _tags.CREATED_BY: f"{user}@{platform.node()}",
+        _tags.CODE_FUNCTION: function,
+        _tags.CODE_SHA256: sha,
+    }
+    git = git_state(_source_dir(fn))
+    if git is not None:
+        found = {
+            _tags.GIT_COMMIT: git.commit,
+            _tags.GIT_BRANCH: git.branch,
+            _tags.GIT_DIRTY: None if git.dirty is None else str(git.dirty).lower(),
+            _tags.GIT_REMOTE: git.remote,
+        }
+        tags.update({k: v for k, v in found.items() if v is not None})
+    return tags
+
+
+def _absolute_store_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` relative to the working directory now, made absolute."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
+    from registry_sdk import _flavors, _outbox, capture
+    from registry_sdk._config import strip_userinfo
+
+    options = wrapper._options  # noqa: SLF001 - the wrapper's own state
+    fn = wrapper._fn  # noqa: SLF001
+    client = _client_for(options)
+    params, data_tags = _params_and_data(fn, args, kwargs)
+    provenance = _provenance_tags(fn)
+    key = uuid.uuid4().hex
+    collector = _Collector()
+
+    with _tracking(client, _run_tags(provenance)) as (run, _started):
+        if run is not None and params:
+            _log_params(params)
+        token = _current.set(collector)
+        # While the imports run beside training, hand the GIL back to training quickly: its
+        # native code releases and retakes it often, and each retake waits for the switch.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, _PREFETCH_SWITCH_INTERVAL))
+        prefetch = _prefetch_saving_machinery()
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _current.reset(token)
+            prefetch.join()
+            sys.setswitchinterval(switch)
+        model, returned_metrics = _split(result)
+        metrics = {**collector.metrics, **{k: float(v) for k, v in returned_metrics.items()}}
+
+        flavor = _flavors.check_flavor(options.flavor) or _flavors.detect(model)
+        refs = capture.references_of(model)
+        env = capture.environment_from(refs)
+        tags: dict[str, str] = {
+            **provenance,
+            _tags.ENV_PYTHON: env.python,
+            _tags.ENV_PLATFORM: env.platform,
+            _tags.ENV_PACKAGES: json.dumps(dict(env.packages), sort_keys=True),
+            **data_tags,
+            **{f"{_tags.METRICS_PREFIX}{k}": repr(v) for k, v in metrics.items()},
+        }
+        if collector.derived_from:
+            tags[_tags.DERIVED_FROM] = json.dumps(collector.derived_from)
+        tags.update({str(k): str(v) for k, v in options.tags.items()})
+
+        staging = _outbox.new_entry_dir(client.settings.cache_dir, key)
+        _flavors.save(
+            model,
+            staging / _outbox.MODEL_DIR,
+            flavor=flavor,
+            requirements=env.requirements(),
+            signature=options.signature,
+            input_example=options.input_example,
+            by_value_modules=sorted(capture.local_modules(refs.modules)),
+            trusted_types=refs.types,
+        )
+        entry = _outbox.commit(
+            _outbox.Entry(
+                path=staging,
+                key=key,
+                name=wrapper._name,  # noqa: SLF001
+                tracking_uri=_absolute_store_uri(strip_userinfo(client.tracking_uri)),
+                registry_uri=_absolute_store_uri(strip_userinfo(client.registry_uri)),
+                alias=options.alias,
+                description=options.description,
+                tags=tags,
+                params=params,
+                metrics=metrics,
+                run_id=run.info.run_id if run is not None else None,
+                experiment_id=run.info.experiment_id if run is not None else None,
+                alias_reason=f"registered by {tags[_tags.CODE_FUNCTION]}",
+            )
+        )
+        try:
+            wrapper.last_version = _outbox.push(entry, client)
+        except RegistryUnavailableError as exc:
+            wrapper.last_version = None
+            message = (
+                f"The registry could not be reached, so model {wrapper._name!r} was NOT "  # noqa: SLF001
+                f"registered yet. It is saved in the outbox at {entry.path}; run "
+                f"registry_sdk.push_pending() (or `registry push`) to register it. ({exc})"
+            )
+            logger.error(message)  # noqa: TRY400 - the warning below carries the traceback-free story
+            warnings.warn(message, PendingRegistrationWarning, stacklevel=3)
+    return result
+
+
+def _prefetch_saving_machinery() -> threading.Thread:
+    """Import what saving the model will need while the model trains.
+
+    Training in NumPy-based frameworks mostly runs without the GIL, so these imports (and the
+    module -> distribution index) cost nothing extra there instead of adding to the wait after.
+    """
+    frameworks = {"sklearn": "mlflow.sklearn", "lightgbm": "mlflow.lightgbm"}
+    frameworks |= {"xgboost": "mlflow.xgboost", "torch": "mlflow.pytorch"}
+    wanted = [flavor for module, flavor in frameworks.items() if module in sys.modules]
+    if "sklearn" in sys.modules:
+        wanted.append("skops.io")
+
+    def work() -> None:
+        from registry_sdk.capture import prime_mlflow_package_map
+
+        for name in [*wanted[::-1], "mlflow.models"]:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - a missing optional module is found later
+                continue
+        prime_mlflow_package_map()
+
+    thread = threading.Thread(target=work, name="registry-sdk-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _log_params(params: Mapping[str, str]) -> None:
+    import mlflow
+
+    try:
+        mlflow.log_params(dict(params))
+    except Exception as exc:  # noqa: BLE001 - the outbox keeps them; push logs them later
+        logger.warning("could not log params now (%s); they will be logged on push", exc)
+
+
+@overload
+def register(name: Callable[P, R], /) -> Registered[P, R]: ...
+@overload
+def register(
+    name: str | None = None,
+    *,
+    alias: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+    flavor: str | None = None,
+    signature: Any = None,
+    input_example: Any = None,
+    client: RegistryClient | None = None,
+) -> Callable[[Callable[P, R]], Registered[P, R]]: ...
+
+
+def register(
+    name: str | Callable[P, R] | None = None,
+    *,
+    alias: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
+    flavor: str | None = None,
+    signature: Any = None,
+    input_example: Any = None,
+    client: RegistryClient | None = None,
+) -> Registered[P, R] | Callable[[Callable[P, R]], Registered[P, R]]:
+    """Register the model a training function returns, every time it is called.
+
+    Use bare (``@register``: the model is named after the function) or with a name and options.
+    The function may return the model, or ``(model, metrics)``; it returns exactly that.
+
+    Args:
+        name: registered model name (default: the function's name).
+        alias: alias to point at each new version.
+        tags: extra version tags.
+        description: description of each new version.
+        flavor: force an MLflow flavor (``sklearn``, ``xgboost``, ``lightgbm``, ``pytorch``,
+            ``pyfunc``); detected from the model object when None.
+        signature: MLflow model signature.
+        input_example: MLflow input example.
+        client: the registry to use (default: ``RegistryClient()``).
+    """
+    from registry_sdk._flavors import check_flavor
+
+    check_flavor(flavor)
+    if alias is not None:
+        validate_alias(alias)
+    if isinstance(name, str):
+        validate_model_name(name)
+
+    def decorate(fn: Callable[P, R]) -> Registered[P, R]:
+        options = _Options(
+            name=name if isinstance(name, str) else None,
+            alias=alias,
+            tags=dict(tags or {}),
+            description=description,
+            flavor=flavor,
+            signature=signature,
+            input_example=input_example,
+            client=client,
+        )
+        return Registered(fn, options)
+
+    if callable(name):
+        return decorate(name)
+    return decorate
