@@ -34,6 +34,14 @@ from registry_sdk.errors import (
     RegistryUnavailableError,
     VersionNotFoundError,
 )
+from registry_sdk.loading import (
+    LoadedModel,
+    StaleAliasWarning,
+    Watch,
+    load_model,
+    pull,
+    watch,
+)
 from registry_sdk.refs import ModelRef, RefKind, parse_ref
 
 __all__ = [
@@ -44,6 +52,7 @@ __all__ = [
     "InvalidReferenceError",
     "InvalidRequestError",
     "InvalidResponseError",
+    "LoadedModel",
     "ModelNotFoundError",
     "ModelRef",
     "ModelVersion",
@@ -58,11 +67,16 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "RegistryUnavailableError",
+    "StaleAliasWarning",
     "VersionNotFoundError",
+    "Watch",
     "__version__",
+    "load_model",
     "log_metric",
     "log_metrics",
     "parse_ref",
+    "pull",
     "push_pending",
     "register",
+    "watch",
 ]

@@ -29,6 +29,7 @@ _FORMAT_NEEDS = {
     "sklearn-skops": ("skops",),
     "sklearn-cloudpickle": ("cloudpickle",),
     "pyfunc": ("cloudpickle",),
+    "lightgbm-skops": ("skops",),
 }
 
 
@@ -125,10 +126,15 @@ def save(
         return "sklearn-cloudpickle", written
     if flavor in {"xgboost", "lightgbm", "pytorch"}:
         module = __import__(f"mlflow.{flavor}", fromlist=["save_model"])
-        written = reqs(flavor)
+        kind, options = flavor, dict(common)
+        if flavor == "lightgbm" and not isinstance(model, _module("lightgbm").Booster):
+            # A scikit-learn API model (LGBMClassifier, ...) is saved with skops, so it is
+            # needed to load it; said explicitly, as MLflow's default varies by platform.
+            kind, options["serialization_format"] = "lightgbm-skops", "skops"
+        written = reqs(kind)
         save_model: Callable[..., None] = module.save_model
-        save_model(model, str(path), pip_requirements=written, **common)
-        return flavor, written
+        save_model(model, str(path), pip_requirements=written, **options)
+        return kind, written
     import mlflow.pyfunc
 
     from registry_sdk import _pyfunc_model
@@ -155,6 +161,12 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
+
+
+def _module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)
 
 
 def _pin(distribution: str) -> str:

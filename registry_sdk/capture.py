@@ -120,8 +120,38 @@ def references_of(obj: object) -> References:
                     note(getattr(o, "__module__", None), getattr(o, "__qualname__", None))
             return super().reducer_override(o)
 
-    Recorder(_Discard(), protocol=5).dump(obj)
+    def walk() -> None:
+        Recorder(_Discard(), protocol=5).dump(obj)
+
+    walk()
+    _walk_local_modules_by_value(modules, walk)
     return References(frozenset(modules), frozenset(types))
+
+
+def _walk_local_modules_by_value(modules: set[str], walk: Callable[[], None]) -> None:
+    """Walk again with the local modules found so far pickled by value, until none is new.
+
+    Modules no distribution provides are pickled by value when the model is saved (see
+    :func:`local_modules`), so the modules *their* code uses are needed where it loads too.
+    """
+    import cloudpickle
+
+    added: list[Any] = []
+    try:
+        while True:
+            known = cloudpickle.list_registry_pickle_by_value() | {m.__name__ for m in added}
+            new = [sys.modules[m] for m in sorted(local_modules(modules) - known)]
+            if not new:
+                return
+            for module in new:
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+            walk()
+    except Exception:  # noqa: BLE001, S110 - best effort: the first walk found the essentials
+        pass
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def modules_of(obj: object) -> set[str]:
@@ -314,7 +344,7 @@ def _remote_url(git_dir: Path) -> str | None:
 
 
 def _index_entries(index: bytes) -> list[tuple[str, int, int, bytes]] | None:
-    """(path, mtime seconds, size, sha1) of each entry of a version 2 or 3 git index."""
+    """(path, mtime in nanoseconds, size, sha1) of each entry of a version 2 or 3 git index."""
     if len(index) < 12 or index[:4] != b"DIRC":  # noqa: PLR2004 - index header size
         return None
     version, count = struct.unpack(">II", index[4:12])
@@ -326,7 +356,8 @@ def _index_entries(index: bytes) -> list[tuple[str, int, int, bytes]] | None:
         fixed = index[pos : pos + 62]
         if len(fixed) < 62:  # noqa: PLR2004 - fixed part of an entry
             return None
-        mtime = struct.unpack(">I", fixed[8:12])[0]
+        seconds, nanos = struct.unpack(">II", fixed[8:16])
+        mtime = seconds * 1_000_000_000 + nanos
         size = struct.unpack(">I", fixed[36:40])[0]
         sha = fixed[40:60]
         flags = struct.unpack(">H", fixed[60:62])[0]
@@ -350,6 +381,7 @@ def _is_dirty(work_tree: Path, git_dir: Path, budget_s: float) -> bool | None:
     """Whether a tracked file differs from the index (untracked files do not count)."""
     try:
         entries = _index_entries((git_dir / "index").read_bytes())
+        index_mtime = (git_dir / "index").stat().st_mtime_ns
     except OSError:
         return None
     if entries is None:
@@ -365,7 +397,9 @@ def _is_dirty(work_tree: Path, git_dir: Path, budget_s: float) -> bool | None:
             return True  # deleted
         if st.st_size != size:
             return True
-        if int(st.st_mtime) == mtime:
+        # Like git: an entry not older than the index itself is "racily clean" (the file may
+        # have changed within the same timestamp tick after it was indexed), so it is hashed.
+        if st.st_mtime_ns == mtime and mtime < index_mtime:
             continue
         if _blob_sha1(path) != sha:
             return True

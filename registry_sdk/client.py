@@ -20,10 +20,9 @@ import time
 import uuid
 import warnings
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from typing_extensions import Self
 
 from registry_sdk import _tags
 from registry_sdk._config import Settings
@@ -33,6 +32,7 @@ from registry_sdk.errors import (
     AlreadyExistsError,
     InvalidReferenceError,
     ModelNotFoundError,
+    OfflineError,
     RegistryUnavailableError,
     VersionNotFoundError,
     redact,
@@ -49,10 +49,13 @@ from registry_sdk.refs import (
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Iterator, Mapping, Sequence
+    from pathlib import Path
 
     import tenacity
+    from typing_extensions import Self
 
     from registry_sdk._backends.base import Backend, Page, ServerInfo
+    from registry_sdk._cache import CachedVersion
 
 __all__ = ["RegistryClient"]
 
@@ -433,6 +436,56 @@ class RegistryClient:
             return self._latest(parsed.name)
         return self._resolve_stage(parsed)
 
+    # ================================================================== loading
+
+    def load_model(self, ref: RefLike, *, flavor: str | None = None) -> Any:
+        """Load a version through the local cache; see :func:`registry_sdk.load_model`."""
+        from registry_sdk.loading import load_into
+
+        return load_into(self, _as_ref(ref), flavor)
+
+    def pull(self, ref: RefLike) -> Path:
+        """Fetch a version into the local cache and return its MLflow model directory."""
+        from registry_sdk.loading import pull_into
+
+        return pull_into(self, _as_ref(ref))
+
+    def cached_versions(self) -> list[CachedVersion]:
+        """Every version in the local cache of this registry."""
+        from registry_sdk.loading import cache_for
+
+        return list(cache_for(self).versions())
+
+    def verify_cache(self, *, repair: bool = False) -> dict[str, list[str]]:
+        """Fully hash every cached file; ``{ref: [bad files]}`` for entries that do not match.
+
+        With ``repair=True`` a bad entry is evicted, so the next load fetches it again.
+        """
+        from registry_sdk.loading import cache_for
+
+        cache = cache_for(self)
+        problems: dict[str, list[str]] = {}
+        for entry in cache.versions():
+            bad = entry.check(full=True)
+            if bad:
+                problems[entry.version.ref] = bad
+                if repair:
+                    cache.evict(entry.version.name, entry.version.version)
+        return problems
+
+    def prune_cache(self, *, keep: int = 3) -> list[str]:
+        """Keep the newest ``keep`` cached versions per model (and every alias target)."""
+        from registry_sdk.loading import cache_for
+
+        return [entry.version.ref for entry in cache_for(self).prune(keep)]
+
+    def with_offline(self, offline: bool) -> RegistryClient:
+        """A client like this one with offline mode switched on or off."""
+        return RegistryClient.from_backend(
+            self.backend if not offline else _OfflineBackend(),
+            attrs.evolve(self.settings, offline=offline),
+        )
+
     # ================================================================== diagnostics
 
     def server_info(self) -> ServerInfo:
@@ -584,3 +637,15 @@ class RegistryClient:
 class _VersionId:
     name: str
     version: int
+
+
+def _as_ref(ref: RefLike) -> str | ModelRef:
+    return ref.model_ref if isinstance(ref, ModelVersion) else ref
+
+
+class _OfflineBackend:
+    """Stands in for a backend in offline mode: any use of it is a bug, loudly reported."""
+
+    def __getattr__(self, name: str) -> Any:
+        msg = f"offline mode forbids registry calls (attempted {name})"
+        raise OfflineError(msg)

@@ -38,6 +38,10 @@ def _timestamp(value: object) -> datetime:
         raise InvalidResponseError(msg) from exc
 
 
+def _epoch_ms(when: datetime) -> int:
+    return round(when.timestamp() * 1000)
+
+
 def _int(value: object, what: str) -> int:
     if isinstance(value, bool):
         value = None
@@ -142,6 +146,50 @@ class ModelVersion:
     def metrics(self) -> Mapping[str, float]:
         """Final metric values recorded as ``registry_sdk.metrics.<key>`` tags."""
         return _metrics_from_tags(self.tags)
+
+    def to_json(self) -> dict[str, Any]:
+        """MLflow's REST JSON for this version; :meth:`from_json` reads it back unchanged."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "version": str(self.version),
+            "aliases": list(self.aliases),
+            "tags": [{"key": k, "value": v} for k, v in self.tags.items()],
+            "source": self.source,
+            "status": self.status,
+            "creation_timestamp": _epoch_ms(self.created_at),
+            "last_updated_timestamp": _epoch_ms(self.updated_at),
+            "current_stage": self.current_stage,
+        }
+        optional = {
+            "run_id": self.run_id,
+            "description": self.description,
+            "user_id": self.user_id,
+            "run_link": self.run_link,
+            "status_message": self.status_message,
+            "model_id": self.model_id,
+        }
+        data.update({k: v for k, v in optional.items() if v is not None})
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with readable field names (times as ISO 8601)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "aliases": list(self.aliases),
+            "tags": dict(self.tags),
+            "metrics": dict(self.metrics),
+            "run_id": self.run_id,
+            "source": self.source,
+            "status": self.status,
+            "description": self.description,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "current_stage": self.current_stage,
+            "user_id": self.user_id,
+            "model_id": self.model_id,
+        }
 
     def with_aliases(self, aliases: Iterable[str]) -> ModelVersion:
         """A copy with ``aliases`` replaced (sorted, deduplicated)."""

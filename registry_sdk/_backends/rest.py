@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import requests
 
 from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk._progress import Progress
 from registry_sdk._retry import backoff, retrying
 from registry_sdk._version import __version__
 from registry_sdk.entities import ModelVersion, RegisteredModel
@@ -30,6 +33,7 @@ from registry_sdk.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
 
     import tenacity
 
@@ -40,6 +44,9 @@ logger = logging.getLogger("registry_sdk.rest")
 #: Statuses worth another try: the server or something in front of it is busy or restarting.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _API = "/api/2.0/mlflow"
+_ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+#: One path component: no separators, no "." or "..", no control characters.
+_SAFE_ARTIFACT_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f]+$")
 
 
 class _Transient(Exception):  # noqa: N818 - a signal to retry, never seen outside
@@ -127,6 +134,7 @@ class RestBackend:
         body: Mapping[str, Any] | None,
         subject: Subject | None,
         action: str,
+        stream: bool = False,
     ) -> requests.Response:
         started = time.perf_counter()
         try:
@@ -139,6 +147,7 @@ class RestBackend:
                 json=body,
                 timeout=self._timeout,
                 verify=self._session.verify,
+                stream=stream,
             )
         # ChunkedEncodingError: the connection dropped mid-reply, as transient as a reset.
         except (
@@ -177,6 +186,7 @@ class RestBackend:
         subject: Subject | None = None,
         action: str,
         retry: bool = True,
+        stream: bool = False,
     ) -> requests.Response:
         """Send one API call, retrying transient failures unless ``retry`` is false."""
         attempts = self.settings.max_retries + 1 if retry else 1
@@ -188,7 +198,9 @@ class RestBackend:
             before_sleep=self._log_retry,
         )
         try:
-            return policy(self._attempt, method, self.uri + endpoint, params, body, subject, action)
+            return policy(
+                self._attempt, method, self.uri + endpoint, params, body, subject, action, stream
+            )
         except _Transient as final:
             if isinstance(final.error, RegistryUnavailableError):
                 final.error.retry_after = final.retry_after
@@ -544,6 +556,77 @@ class RestBackend:
             action=action,
         )
         return self._version(data, action)
+
+    # ---------------------------------------------------------------------------- artifacts
+
+    def list_artifacts(self, path: str) -> list[tuple[str, bool, int]]:
+        """(relative path, is_dir, size) of every file under ``path`` on the artifact proxy."""
+        out: list[tuple[str, bool, int]] = []
+        pending = [path.strip("/")]
+        while pending:
+            folder = pending.pop()
+            action = f"list artifacts under {folder!r}"
+            response = self.request("GET", _ARTIFACTS_API, params={"path": folder}, action=action)
+            try:
+                files = response.json().get("files") or []
+            except (ValueError, AttributeError):
+                msg = f"{action}: the server's reply is not an artifact listing"
+                raise InvalidResponseError(msg) from None
+            for item in files:
+                name = item.get("path") if isinstance(item, dict) else None
+                if not isinstance(name, str) or not _SAFE_ARTIFACT_NAME.match(name):
+                    msg = f"{action}: refusing the unsafe artifact name {name!r}"
+                    raise InvalidResponseError(msg)
+                child = f"{folder}/{name}" if folder else name
+                if item.get("is_dir"):
+                    pending.append(child)
+                else:
+                    size = item.get("file_size")
+                    out.append((child, False, int(size) if isinstance(size, int) else 0))
+        return out
+
+    def download_artifacts(self, path: str, dest: Path, *, label: str) -> None:
+        """Stream every file under ``path`` into ``dest``, each retried whole if cut short."""
+        files = self.list_artifacts(path)
+        root = path.strip("/")
+        progress = Progress(label, sum(size for _, _, size in files))
+        for remote, _, _ in files:
+            relative = remote[len(root) :].lstrip("/") if root else remote
+            target = dest / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._download_file(remote, target, progress)
+        progress.close()
+
+    def _download_file(self, remote: str, target: Path, progress: Progress) -> None:
+        endpoint = f"{_ARTIFACTS_API}/{quote(remote)}"
+        action = f"download artifact {remote!r}"
+
+        def attempt() -> None:
+            written = 0
+            try:
+                with (
+                    self.request("GET", endpoint, action=action, stream=True) as response,
+                    target.open("wb") as fh,
+                ):
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        fh.write(chunk)
+                        written += len(chunk)
+                        progress.advance(len(chunk))
+            except requests.RequestException as exc:  # reset, timeout, or a body cut short
+                progress.advance(-written)
+                error = RegistryUnavailableError(redact(f"{action}: cut short: {exc}"))
+                raise _Transient(error) from None
+
+        policy = retrying(
+            attempts=self.settings.max_retries + 1,
+            retry_on=_Transient,
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+        )
+        try:
+            policy(attempt)
+        except _Transient as final:
+            raise final.error from None
 
     # ---------------------------------------------------------------------------- diagnostics
 

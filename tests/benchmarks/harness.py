@@ -38,6 +38,8 @@ class Scenario:
     warmup: int = 1
     #: Runs once before timing (create a registry, train a model, ...); gets the work dir.
     setup: Callable[[Path], None] | None = None
+    #: Runs once after timing, even when timing failed.
+    teardown: Callable[[Path], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
     #: When set, each command prints a JSON object as its last line and this key's value (in
     #: seconds) is the sample, instead of the process's wall time.
@@ -99,14 +101,18 @@ def run_scenario(scenario: Scenario, workdir: Path) -> Result:
     def sample(cmd: Command) -> float:
         return time_command(cmd, cwd=workdir, env=env, metric=scenario.metric)
 
-    for _ in range(scenario.warmup):
-        sample(scenario.ours)
-        sample(scenario.baseline)
     ours: list[float] = []
     theirs: list[float] = []
-    for _ in range(scenario.repeat):
-        ours.append(sample(scenario.ours))
-        theirs.append(sample(scenario.baseline))
+    try:
+        for _ in range(scenario.warmup):
+            sample(scenario.ours)
+            sample(scenario.baseline)
+        for _ in range(scenario.repeat):
+            ours.append(sample(scenario.ours))
+            theirs.append(sample(scenario.baseline))
+    finally:
+        if scenario.teardown is not None:
+            scenario.teardown(workdir)
     ratio = statistics.median(ours) / statistics.median(theirs)
     return Result(
         name=scenario.name,

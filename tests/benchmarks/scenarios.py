@@ -10,6 +10,9 @@ from harness import Scenario
 
 PY = sys.executable
 JOBS = Path(__file__).parent / "jobs"
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+
+from _servers import MlflowServer  # noqa: E402 - the integration suite's server fixture code
 
 
 def _create_sqlite_registry(workdir: Path) -> None:
@@ -58,6 +61,84 @@ def register_scenario(repeat: int) -> Scenario:
     )
 
 
+class _RfServer:
+    """An mlflow server on loopback with rf@prod registered by plain MLflow; one per run."""
+
+    server: MlflowServer | None = None
+
+    @classmethod
+    def uri(cls, workdir: Path) -> str:
+        if cls.server is None:
+            root = workdir.parent / "rf-server"
+            root.mkdir(parents=True, exist_ok=True)
+            server = MlflowServer("rf", f"sqlite:///{root / 'mlflow.db'}", root)
+            cls.server = server.start()
+            subprocess.run(
+                [PY, str(JOBS / "setup_rf_server.py"), server.uri],
+                check=True,
+                capture_output=True,
+                cwd=root,
+            )
+        return cls.server.uri
+
+    @classmethod
+    def stop(cls, _workdir: Path) -> None:
+        if cls.server is not None:
+            cls.server.stop()
+            cls.server = None
+
+
+_X = "import numpy as np; X = np.random.RandomState(1).rand(5, 20)"
+
+
+def _load_scenarios(repeat: int) -> list[Scenario]:
+    """load_model from a warm cache vs MLflow, and native load vs the unpickling limit."""
+
+    def setup(workdir: Path) -> None:
+        uri = _RfServer.uri(workdir)
+        (workdir / "uri").write_text(uri)
+
+    def cmd(code: str) -> list[str]:
+        # The URI is only known once the server runs: read it in the timed process.
+        prelude = (
+            "import os; os.environ['MLFLOW_TRACKING_URI'] = open('uri').read(); "
+            "os.environ['REGISTRY_SDK_CACHE_DIR'] = os.path.abspath('cache'); "
+        )
+        return [PY, "-c", prelude + code]
+
+    pyfunc = Scenario(
+        name="load_alias_warm",
+        description="fresh process, warm cache: load_model('rf@prod') + predict vs MLflow",
+        ours=cmd(f"import registry_sdk as rs; {_X}; rs.load_model('rf@prod').predict(X)"),
+        baseline=cmd(
+            f"import mlflow.pyfunc; {_X}; mlflow.pyfunc.load_model('models:/rf@prod').predict(X)"
+        ),
+        target_ratio=0.5,
+        repeat=repeat,
+        warmup=1,
+        setup=setup,
+    )
+    native = Scenario(
+        name="load_native_vs_unpickle",
+        description="load_model('rf@prod', flavor='native') + predict vs bare unpickle + predict",
+        ours=cmd(
+            f"import registry_sdk as rs; {_X}; "
+            "rs.load_model('rf@prod', flavor='native').predict(X)"
+        ),
+        baseline=cmd(
+            f"import pickle, glob; {_X}; "
+            "f = glob.glob('cache/*/rf/versions/*/fast/native.pkl')[0]; "
+            "pickle.load(open(f, 'rb')).predict(X)"
+        ),
+        target_ratio=1.3,
+        repeat=repeat,
+        warmup=1,
+        setup=setup,
+        teardown=_RfServer.stop,
+    )
+    return [pyfunc, native]
+
+
 def all_scenarios(repeat: int) -> list[Scenario]:
     """Every scenario, in report order."""
-    return [import_scenario(repeat), register_scenario(repeat)]
+    return [import_scenario(repeat), register_scenario(repeat), *_load_scenarios(repeat)]

@@ -1,0 +1,533 @@
+"""``load_model``, ``pull`` and ``watch``: get a registered model into a process, fast and reliably.
+
+* A version reference (``churn/7``) is immutable: once cached, loading it makes no request.
+* An alias (``churn@prod``) costs one request (alias -> version) and no artifact request when
+  that version is cached. When the registry cannot be reached, the last resolution recorded in
+  the cache is used, with a warning saying how old it is.
+* Offline (``REGISTRY_SDK_OFFLINE=1`` or ``offline=True``) makes no network call at all.
+* Cached files are checked on every load (size and modification time, hashing any file that
+  changed) and fully hashed on fill and by ``verify``; a corrupt file is fetched again when
+  online and refused (:class:`~registry_sdk.CacheIntegrityError`) when offline.
+
+The fast-load form and its trust model: the first time a version is loaded, it goes through
+MLflow's own loader (for scikit-learn, skops' audited reconstruction with the trusted types
+recorded in the model). The object it produced is then pickled into the *private* cache entry
+(directory 0700, files 0600), its sha256 recorded in the manifest next to the versions of
+Python and of the packages it was made with. Later loads verify that hash and those versions
+before unpickling it, without importing mlflow. The form is therefore as trustworthy as the
+user's own cache directory: anyone who can write there can already replace the model itself.
+Models with a signature keep using MLflow's pyfunc (schema enforcement) unless
+``flavor="native"`` is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import platform
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from registry_sdk._cache import FAST, CachedVersion, ModelCache, sha256_file
+from registry_sdk.errors import (
+    CacheIntegrityError,
+    OfflineError,
+    RegistryError,
+    RegistryUnavailableError,
+)
+from registry_sdk.refs import ModelRef, RefKind, parse_ref
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from typing_extensions import Self
+
+    from registry_sdk.client import RegistryClient
+    from registry_sdk.entities import ModelVersion
+
+__all__ = ["LoadedModel", "StaleAliasWarning", "Watch", "load_model", "pull", "watch"]
+
+logger = logging.getLogger("registry_sdk.loading")
+_FAST_FILE = "native.pkl"
+#: MLflow flavors whose native object has a fast form: (flavor, how pyfunc predicts with it).
+_FAST_FLAVORS = {"sklearn": "predict", "python_function": "python_model"}
+
+
+class StaleAliasWarning(UserWarning):
+    """An alias was resolved from the cache because the registry could not be reached."""
+
+
+# ================================================================================ the model
+
+
+@attrs.define
+class LoadedModel:
+    """A loaded model version: ``predict`` like an MLflow pyfunc, plus what it is.
+
+    Attributes:
+        version: the :class:`~registry_sdk.ModelVersion` that was loaded.
+        path: the local MLflow model directory (inside the cache).
+    """
+
+    version: ModelVersion
+    path: Path
+    _native: Any = None
+    _predict_kind: str | None = None
+    _pyfunc: Any = None
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """Predict as ``mlflow.pyfunc.PyFuncModel.predict`` would."""
+        if self._predict_kind == "predict":
+            return self._native.predict(data)
+        if self._predict_kind == "python_model":
+            return self._native.predict(None, data, params=params)
+        return self.pyfunc.predict(data, params=params)
+
+    @property
+    def pyfunc(self) -> Any:
+        """The ``mlflow.pyfunc.PyFuncModel`` (loaded on first use; imports mlflow)."""
+        if self._pyfunc is None:
+            import mlflow.pyfunc
+
+            self._pyfunc = mlflow.pyfunc.load_model(str(self.path))
+        return self._pyfunc
+
+    def unwrap(self) -> Any:
+        """The framework's own object (e.g. the scikit-learn estimator), if there is one."""
+        if self._native is not None:
+            return self._native
+        return self.pyfunc.unwrap_python_model() if self._predict_kind is None else None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The MLmodel file, as a dict."""
+        return _read_mlmodel(self.path)
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.version.ref!r}, path={str(self.path)!r})"
+
+
+def _read_mlmodel(path: Path) -> dict[str, Any]:
+    """Parse the MLmodel YAML (PyYAML ships with MLflow's dependencies)."""
+    import yaml
+
+    loaded = yaml.safe_load((path / "MLmodel").read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else {}
+
+
+# ================================================================================ resolution
+
+
+def cache_for(client: RegistryClient) -> ModelCache:
+    """The cache of the client's registry."""
+    return ModelCache(client.settings.cache_dir, client.settings.registry_uri)
+
+
+def _pseudo_alias(ref: ModelRef) -> str | None:
+    """The name under which a moving reference's last resolution is remembered."""
+    if ref.kind is RefKind.ALIAS:
+        return ref.alias
+    if ref.kind is RefKind.LATEST:
+        return "@latest"
+    if ref.kind is RefKind.STAGE:
+        return f"@stage-{ref.stage}"
+    return None
+
+
+def _resolve(client: RegistryClient, cache: ModelCache, ref: ModelRef) -> tuple[int, bool]:
+    """The version number ``ref`` names now: (version, came from the registry)."""
+    offline = client.settings.offline
+    if ref.kind is RefKind.VERSION:
+        assert ref.version is not None  # noqa: S101 - guaranteed by ModelRef
+        return ref.version, False
+    remembered_as = _pseudo_alias(ref)
+    assert remembered_as is not None  # noqa: S101 - every moving kind has one
+    if not offline:
+        try:
+            if ref.kind is RefKind.ALIAS:
+                assert ref.alias is not None  # noqa: S101
+                mv = client.backend.get_version_by_alias(ref.name, ref.alias)  # one request
+            else:
+                mv = client.resolve(ref)
+        except RegistryUnavailableError as exc:
+            recalled = cache.recall(ref.name, remembered_as)
+            if recalled is None:
+                raise
+            version, resolved_at = recalled
+            age = _age(time.time() - resolved_at)
+            message = (
+                f"the registry is unreachable, so {ref} was resolved from the cache to version "
+                f"{version}, as last seen {age} ago ({exc})"
+            )
+            logger.warning(message)
+            warnings.warn(message, StaleAliasWarning, stacklevel=4)
+            return version, False
+        cache.remember(ref.name, remembered_as, mv.version)
+        return mv.version, True
+    recalled = cache.recall(ref.name, remembered_as)
+    if recalled is None:
+        msg = f"offline mode: {ref} has never been resolved on this machine, so it is not cached"
+        raise OfflineError(msg)
+    return recalled[0], False
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:  # noqa: PLR2004 - seconds in two minutes
+        return f"{int(seconds)} s"
+    if seconds < 7200:  # noqa: PLR2004 - seconds in two hours
+        return f"{int(seconds // 60)} min"
+    if seconds < 172800:  # noqa: PLR2004 - seconds in two days
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _ensure_cached(
+    client: RegistryClient, cache: ModelCache, ref: ModelRef, version: int
+) -> CachedVersion:
+    """The cached, checked entry of ``ref.name/version``: filled or repaired when needed."""
+    entry = cache.get(ref.name, version)
+    if entry is not None:
+        bad = entry.check()
+        if not bad:
+            return entry
+        if client.settings.offline:
+            msg = (
+                f"cached files of {ref.name}/{version} do not match their manifest "
+                f"({', '.join(bad)}); offline, they cannot be fetched again"
+            )
+            raise CacheIntegrityError(msg)
+        logger.warning(
+            "cached files of %s/%s are corrupt (%s); fetching again", ref.name, version, bad
+        )
+    elif client.settings.offline:
+        msg = f"offline mode: {ref.name}/{version} is not in the cache at {cache.base}"
+        raise OfflineError(msg)
+    return _fill(client, cache, ref.name, version)
+
+
+def _fill(client: RegistryClient, cache: ModelCache, name: str, version: int) -> CachedVersion:
+    from registry_sdk._download import download
+
+    backend = client.backend
+    mv = client.get_version(name, version)
+    uri = backend.get_download_uri(name, version)
+    return cache.fill(
+        mv,
+        lambda dest: download(
+            uri, dest, backend=backend, settings=client.settings, label=f"{mv.ref}"
+        ),
+    )
+
+
+# ================================================================================ fast form
+
+
+def _package_versions(names: list[str]) -> dict[str, str]:
+    import importlib.metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def _fast_form_usable(entry: CachedVersion) -> bool:
+    fast = entry.fast
+    if not fast or fast.get("python") != platform.python_version():
+        return False
+    packages = fast.get("packages") or {}
+    return bool(packages) and _package_versions(sorted(packages)) == packages
+
+
+def _load_fast(entry: CachedVersion) -> Any:
+    """Unpickle the fast form after checking its hash against the manifest."""
+    assert entry.fast is not None  # noqa: S101 - checked by the caller
+    file = entry.path / FAST / _FAST_FILE
+    expected = entry.fast.get("sha256")
+    if not isinstance(expected, str) or sha256_file(file) != expected:
+        msg = f"the fast-load form of {entry.version.ref} does not match its recorded sha256"
+        raise CacheIntegrityError(msg)
+    with file.open("rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - verified above; see the module docstring
+
+
+def _write_fast(cache: ModelCache, entry: CachedVersion, native: Any, kind: str) -> None:
+    """Keep the object MLflow's loader produced, for loads that skip MLflow."""
+    module = type(native).__module__.split(".", 1)[0]
+    packages = {"sklearn": ["scikit-learn", "numpy"]}.get(module, [])
+    if kind == "python_model":
+        packages = ["cloudpickle", "mlflow"]
+    if not packages:
+        return
+
+    def write(folder: Path) -> dict[str, Any]:
+        import cloudpickle
+
+        target = folder / _FAST_FILE
+        with target.open("wb") as fh:
+            cloudpickle.dump(native, fh, protocol=5)
+        target.chmod(0o600)
+        return {
+            "file": f"{FAST}/{_FAST_FILE}",
+            "sha256": sha256_file(target),
+            "kind": kind,
+            "python": platform.python_version(),
+            "packages": _package_versions(packages),
+            "has_signature": "signature" in _read_mlmodel(entry.artifacts),
+        }
+
+    try:
+        cache.add_fast_form(entry, write)
+    except (OSError, pickle.PicklingError, TypeError) as exc:  # not picklable: no fast form
+        logger.info("no fast-load form for %s: %s", entry.version.ref, exc)
+
+
+# ================================================================================ loading
+
+
+def _load_entry(cache: ModelCache, entry: CachedVersion, flavor: str | None) -> Any:
+    if entry.fast is not None and _fast_form_usable(entry):
+        kind = entry.fast.get("kind")
+        pyfunc_ok = kind in _FAST_FLAVORS.values() and not entry.fast.get("has_signature", True)
+        if flavor == "native" or pyfunc_ok:
+            try:
+                native = _load_fast(entry)
+            except CacheIntegrityError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - fall back to MLflow's loader
+                logger.warning("fast-load form of %s unusable (%s)", entry.version.ref, exc)
+            else:
+                if flavor == "native":
+                    return native
+                return LoadedModel(entry.version, entry.artifacts, native, kind)
+    return _load_with_mlflow(cache, entry, flavor)
+
+
+def _load_with_mlflow(cache: ModelCache, entry: CachedVersion, flavor: str | None) -> Any:
+    import mlflow.pyfunc
+
+    meta = _read_mlmodel(entry.artifacts)
+    flavors = meta.get("flavors") or {}
+    if flavor == "native":
+        native = _load_native(entry.artifacts, flavors)
+        if "sklearn" in flavors:
+            _write_fast(cache, entry, native, "predict")
+        return native
+    pyfunc = mlflow.pyfunc.load_model(str(entry.artifacts))
+    loaded = LoadedModel(entry.version, entry.artifacts, None, None, pyfunc)
+    if "sklearn" in flavors:
+        native = pyfunc.get_raw_model()
+        _write_fast(cache, entry, native, "predict")
+    elif flavors.get("python_function", {}).get("cloudpickle_version"):
+        _write_fast(cache, entry, pyfunc.unwrap_python_model(), "python_model")
+    return loaded
+
+
+def _load_native(path: Path, flavors: dict[str, Any]) -> Any:
+    """The framework's object through the flavor MLflow recorded."""
+    import importlib
+
+    for name in ("sklearn", "xgboost", "lightgbm", "pytorch", "tensorflow", "keras"):
+        if name in flavors:
+            module = importlib.import_module(f"mlflow.{name}")
+            return module.load_model(str(path))
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(path))
+    try:
+        return model.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - not a PythonModel: the pyfunc is the native form
+        return model
+
+
+def load_into(client: RegistryClient, ref: str | ModelRef, flavor: str | None) -> Any:
+    """Resolve, fetch if needed, and load ``ref`` with ``client`` (see :func:`load_model`)."""
+    if flavor not in (None, "native", "pyfunc"):
+        msg = f"flavor must be None or 'pyfunc' (an MLflow pyfunc) or 'native', not {flavor!r}"
+        raise ValueError(msg)
+    parsed = parse_ref(ref)
+    cache = cache_for(client)
+    version, _ = _resolve(client, cache, parsed)
+    entry = _ensure_cached(client, cache, parsed, version)
+    from registry_sdk.decorators import record_derived_from
+
+    record_derived_from(entry.version.ref)
+    return _load_entry(cache, entry, None if flavor == "pyfunc" else flavor)
+
+
+def pull_into(client: RegistryClient, ref: str | ModelRef) -> Path:
+    """Resolve and cache ``ref``; return the local MLflow model directory."""
+    parsed = parse_ref(ref)
+    cache = cache_for(client)
+    version, _ = _resolve(client, cache, parsed)
+    return _ensure_cached(client, cache, parsed, version).artifacts
+
+
+def _default_client(offline: bool | None) -> RegistryClient:
+    from registry_sdk.client import RegistryClient
+
+    return RegistryClient(offline=offline)
+
+
+def load_model(
+    ref: str | ModelRef,
+    *,
+    flavor: str | None = None,
+    offline: bool | None = None,
+    client: RegistryClient | None = None,
+) -> Any:
+    """Load a registered model: ``load_model("churn@prod")``.
+
+    Args:
+        ref: any reference form (``name@alias``, ``name/7``, ``name@latest``, ``name/Stage``).
+        flavor: None (default) for a pyfunc-like :class:`LoadedModel`; ``"native"`` for the
+            framework's own object (e.g. the scikit-learn estimator).
+        offline: never touch the network (default: ``REGISTRY_SDK_OFFLINE``).
+        client: the registry to use (default: ``RegistryClient()``).
+
+    Raises:
+        OfflineError: offline and the reference or version is not cached.
+        RegistryUnavailableError: the registry cannot be reached and nothing usable is cached.
+        CacheIntegrityError: offline and a cached file does not match its manifest.
+    """
+    if client is None:
+        client = _default_client(offline)
+    elif offline is not None and offline != client.settings.offline:
+        client = client.with_offline(offline)
+    return load_into(client, ref, flavor)
+
+
+def pull(ref: str | ModelRef, *, client: RegistryClient | None = None) -> Path:
+    """Fetch a model version into the cache (e.g. at image build time) and return its path."""
+    return pull_into(client or _default_client(None), ref)
+
+
+# ================================================================================ watch
+
+
+class Watch:
+    """Serves the version an alias points at, and follows the alias as it moves.
+
+    Polls the alias every ``interval`` seconds (one request per poll), fetches and loads a new
+    version in the background, then swaps it in atomically: a ``predict`` running during the
+    swap finishes on the old model. ``on_change`` callbacks get ``(old_version, new_version)``.
+    """
+
+    def __init__(
+        self,
+        ref: str | ModelRef,
+        *,
+        interval: float = 60.0,
+        flavor: str | None = None,
+        client: RegistryClient | None = None,
+    ) -> None:
+        if interval <= 0:
+            msg = f"interval must be a positive number of seconds, got {interval}"
+            raise ValueError(msg)
+        self.ref = parse_ref(ref)
+        self.interval = interval
+        self._flavor = flavor
+        self._client = client or _default_client(None)
+        self._callbacks: list[Callable[[int, int], None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._model = load_into(self._client, self.ref, flavor)
+        self._version = self._current_version()
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name=f"watch {self.ref}", daemon=True)
+        self._thread.start()
+
+    def _current_version(self) -> int:
+        cache = cache_for(self._client)
+        remembered = _pseudo_alias(self.ref)
+        if remembered is None:
+            assert self.ref.version is not None  # noqa: S101 - a version reference
+            return self.ref.version
+        recalled = cache.recall(self.ref.name, remembered)
+        if recalled is None:  # pragma: no cover - load_into just remembered it
+            msg = f"{self.ref} was loaded but its resolution was not recorded"
+            raise RegistryError(msg)
+        return recalled[0]
+
+    @property
+    def version(self) -> int:
+        """The version being served."""
+        return self._version
+
+    @property
+    def model(self) -> Any:
+        """The model being served."""
+        return self._model
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """Predict with the current model."""
+        model = self._model  # one read: a swap never splits a call
+        if params is not None:
+            return model.predict(data, params=params)
+        return model.predict(data)
+
+    def on_change(self, callback: Callable[[int, int], None]) -> Callable[[int, int], None]:
+        """Call ``callback(old_version, new_version)`` after each swap (usable as a decorator)."""
+        self._callbacks.append(callback)
+        return callback
+
+    def poll(self) -> bool:
+        """Check the alias now; swap if it moved. True when a new version was swapped in."""
+        cache = cache_for(self._client)
+        version, _ = _resolve(self._client, cache, self.ref)
+        if version == self._version:
+            return False
+        entry = _ensure_cached(self._client, cache, self.ref, version)
+        model = _load_entry(cache, entry, self._flavor)
+        with self._lock:
+            old, self._model, self._version = self._version, model, version
+        for callback in list(self._callbacks):
+            try:
+                callback(old, version)
+            except Exception:
+                logger.exception("on_change callback failed for %s", self.ref)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except RegistryError as exc:
+                self.errors += 1
+                logger.warning(
+                    "watching %s: %s (still serving version %s)", self.ref, exc, self._version
+                )
+
+    def close(self) -> None:
+        """Stop polling (the current model stays usable)."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=self.interval + self._client.settings.timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Watch({str(self.ref)!r}, version={self._version}, interval={self.interval})"
+
+
+def watch(
+    ref: str | ModelRef,
+    *,
+    interval: float = 60.0,
+    flavor: str | None = None,
+    client: RegistryClient | None = None,
+) -> Watch:
+    """Serve ``ref`` and follow it as its alias moves; see :class:`Watch`."""
+    return Watch(ref, interval=interval, flavor=flavor, client=client)
