@@ -17,7 +17,15 @@ from registry_sdk.decorators import (
     log_metrics,
     register,
 )
-from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
+from registry_sdk.entities import (
+    AliasEvent,
+    Environment,
+    Lineage,
+    ModelVersion,
+    RegisteredModel,
+    RunData,
+    VersionDiff,
+)
 from registry_sdk.errors import (
     AliasNotFoundError,
     AlreadyExistsError,
@@ -34,6 +42,7 @@ from registry_sdk.errors import (
     RegistryUnavailableError,
     VersionNotFoundError,
 )
+from registry_sdk.lifecycle import AliasHistory, Gate, MigrationStep, parse_gate
 from registry_sdk.loading import (
     LoadedModel,
     StaleAliasWarning,
@@ -46,13 +55,18 @@ from registry_sdk.refs import ModelRef, RefKind, parse_ref
 
 __all__ = [
     "AliasEvent",
+    "AliasHistory",
     "AliasNotFoundError",
     "AlreadyExistsError",
     "CacheIntegrityError",
+    "Environment",
+    "Gate",
     "InvalidReferenceError",
     "InvalidRequestError",
     "InvalidResponseError",
+    "Lineage",
     "LoadedModel",
+    "MigrationStep",
     "ModelNotFoundError",
     "ModelRef",
     "ModelVersion",
@@ -67,13 +81,16 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "RegistryUnavailableError",
+    "RunData",
     "StaleAliasWarning",
+    "VersionDiff",
     "VersionNotFoundError",
     "Watch",
     "__version__",
     "load_model",
     "log_metric",
     "log_metrics",
+    "parse_gate",
     "parse_ref",
     "pull",
     "push_pending",

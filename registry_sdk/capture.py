@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from registry_sdk._config import strip_userinfo
+from registry_sdk.entities import Environment
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -53,23 +54,6 @@ GIT_DIRTY_BUDGET_S = 0.5
 
 
 # ============================================================================ environment
-
-
-@attrs.frozen
-class Environment:
-    """The Python, platform and distributions a model needs (distribution name -> version)."""
-
-    python: str
-    platform: str
-    packages: Mapping[str, str]
-
-    def requirements(self) -> list[str]:
-        """Pinned pip requirements, sorted: ``["numpy==2.1.0", "scikit-learn==1.5.2"]``."""
-        return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"python": self.python, "platform": self.platform, "packages": dict(self.packages)}
 
 
 class _Discard(io.RawIOBase):

@@ -15,11 +15,9 @@ Feature list (one screen):
 from __future__ import annotations
 
 import getpass
-import secrets
 import time
 import uuid
 import warnings
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -56,6 +54,8 @@ if TYPE_CHECKING:
 
     from registry_sdk._backends.base import Backend, Page, ServerInfo
     from registry_sdk._cache import CachedVersion
+    from registry_sdk.entities import Lineage, VersionDiff
+    from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
 
 __all__ = ["RegistryClient"]
 
@@ -202,8 +202,10 @@ class RegistryClient:
         self, filter: str | None = None, *, order_by: Sequence[str] | None = None
     ) -> Iterator[RegisteredModel]:
         """Registered models matching an MLflow filter (``"name LIKE 'churn%'"``), all pages."""
+        from registry_sdk.lifecycle import LOCK_PREFIX
+
         backend = self.backend
-        return self._pages(
+        pages = self._pages(
             lambda token: backend.search_models(
                 filter=filter,
                 order_by=tuple(order_by or ()),
@@ -211,6 +213,8 @@ class RegistryClient:
                 page_token=token,
             )
         )
+        # Move locks are registered models by necessity; they are not the user's models.
+        return (m for m in pages if not m.name.startswith(LOCK_PREFIX))
 
     def update_model(self, name: str, *, description: str) -> RegisteredModel:
         """Set the description of a registered model."""
@@ -393,11 +397,10 @@ class RegistryClient:
         Raises:
             VersionNotFoundError: the version does not exist.
         """
+        from registry_sdk.lifecycle import move_alias
+
         validate_model_name(name)
-        validate_alias(alias)
-        before = self.backend.get_model(name).aliases.get(alias)
-        self.backend.set_alias(name, alias, int(version))
-        return self._record_alias_event(name, alias, before, int(version), reason=reason)
+        return move_alias(self, name, validate_alias(alias), int(version), reason=reason)
 
     def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
         """Remove ``name@alias`` and record the move in the model's alias log.
@@ -405,11 +408,10 @@ class RegistryClient:
         Raises:
             AliasNotFoundError: the model has no such alias.
         """
+        from registry_sdk.lifecycle import move_alias
+
         validate_model_name(name)
-        validate_alias(alias)
-        before = self.backend.get_version_by_alias(name, alias).version
-        self.backend.delete_alias(name, alias)
-        return self._record_alias_event(name, alias, before, None, reason=reason)
+        return move_alias(self, name, validate_alias(alias), None, reason=reason)
 
     def resolve(self, ref: RefLike) -> ModelVersion:
         """The version a reference names: ``name/7``, ``name@alias``, ``name@latest``, a stage.
@@ -435,6 +437,92 @@ class RegistryClient:
         if parsed.kind is RefKind.LATEST:
             return self._latest(parsed.name)
         return self._resolve_stage(parsed)
+
+    # ================================================================== lifecycle and lineage
+
+    def promote(
+        self,
+        ref: RefLike,
+        *,
+        to: str,
+        require: Sequence[GateLike] = (),
+        reason: str | None = None,
+        force: bool = False,
+    ) -> AliasEvent:
+        """Point alias ``to`` at the version ``ref`` names, if every gate passes.
+
+        Gates are strings (``"accuracy >= 0.9"``, ``"accuracy >= @prod"`` compares with the
+        version the alias holds now, ``"latency_ms <= 50"``) or callables taking the
+        :class:`ModelVersion` and returning a bool (or ``(bool, detail)``). A promotion order
+        (``registry_sdk.promotion_order`` model tag, e.g. ``staging,prod``) is enforced too.
+        ``force=True`` overrides failures and records the move as forced.
+
+        Raises:
+            PromotionRejectedError: a gate failed; its message names each one with the values.
+        """
+        from registry_sdk import lifecycle
+
+        return lifecycle.promote(
+            self, self.resolve(ref), to=to, require=tuple(require), reason=reason, force=force
+        )
+
+    def check(self, ref: RefLike, require: Sequence[GateLike]) -> list[tuple[str, bool, str]]:
+        """Evaluate gates without moving anything: ``[(gate, passed, detail), ...]``."""
+        from registry_sdk import lifecycle
+
+        return lifecycle.check_gates(self, self.resolve(ref), tuple(require))
+
+    def rollback(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
+        """Move ``name@alias`` back to the version it pointed at before its current one."""
+        from registry_sdk import lifecycle
+
+        model = self.get_model(name)
+        previous = lifecycle.previous_holder(model, validate_alias(alias))
+        why = f"rollback{': ' + reason if reason else ''}"
+        return lifecycle.move_alias(self, name, alias, previous, reason=why)
+
+    def history(self, name: str, *, alias: str | None = None) -> AliasHistory:
+        """Alias moves of ``name`` oldest first, including moves inferred from other tools."""
+        from registry_sdk import lifecycle
+
+        return lifecycle.history(self.get_model(name), alias)
+
+    def set_promotion_order(self, name: str, order: Sequence[str]) -> None:
+        """Make versions of ``name`` pass through the aliases in ``order`` (staging, prod)."""
+        for alias in order:
+            validate_alias(alias)
+        self.backend.set_model_tag(
+            validate_model_name(name), _tags.PROMOTION_ORDER, ",".join(order)
+        )
+
+    def lineage(self, ref: RefLike) -> Lineage:
+        """How a version was made: creator, run, git, code, params, metrics, environment, data."""
+        from registry_sdk import lifecycle
+
+        return lifecycle.lineage(self, self.resolve(ref))
+
+    def diff(self, ref_a: RefLike, ref_b: RefLike) -> VersionDiff:
+        """What changed from ``ref_a`` to ``ref_b``: params, metrics, packages, git, data."""
+        from registry_sdk import lifecycle
+
+        return lifecycle.diff(self, self.resolve(ref_a), self.resolve(ref_b))
+
+    def migrate_stages(
+        self,
+        name: str | None = None,
+        *,
+        mapping: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> list[MigrationStep]:
+        """Give each version in a legacy stage the matching alias (Production -> prod, ...).
+
+        Safe to run twice; ``dry_run`` reports the steps without changing anything.
+        """
+        from registry_sdk import lifecycle
+
+        names = [validate_model_name(name)] if name else [m.name for m in self.search_models()]
+        chosen = dict(mapping) if mapping else dict(lifecycle.DEFAULT_STAGE_MAPPING)
+        return lifecycle.migrate_stages(self, names, chosen, dry_run=dry_run)
 
     # ================================================================== loading
 
@@ -605,32 +693,6 @@ class RegistryClient:
         )
         state = [0]
         return policy(attempt, state)
-
-    def _record_alias_event(
-        self,
-        name: str,
-        alias: str,
-        before: int | None,
-        after: int | None,
-        *,
-        reason: str | None,
-        forced: bool = False,
-    ) -> AliasEvent:
-        now = datetime.now(timezone.utc)
-        event = AliasEvent(
-            name=name,
-            alias=alias,
-            from_version=before,
-            to_version=after,
-            by=_current_user(),
-            at=now,
-            reason=reason,
-            forced=forced,
-        )
-        # One tag per event, with a random suffix: concurrent movers never overwrite each other.
-        key = f"{_tags.ALIAS_LOG_PREFIX}{int(now.timestamp() * 1000)}.{secrets.token_hex(4)}"
-        self.backend.set_model_tag(name, key, event.to_tag_value())
-        return event
 
 
 @attrs.frozen

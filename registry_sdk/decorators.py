@@ -213,18 +213,23 @@ def _tracking(client: RegistryClient, tags: Mapping[str, str]) -> Iterator[tuple
         try:
             yield run, True
         except BaseException:
-            _end_run("FAILED")
+            _end_run("FAILED", client)
             raise
-        _end_run("FINISHED")
+        _end_run("FINISHED", client)
     finally:
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
 
-def _end_run(status: str) -> None:
+def _end_run(status: str, client: RegistryClient) -> None:
     import mlflow
 
+    from registry_sdk._outbox import bounded_mlflow_http
+
     try:
-        mlflow.end_run(status)
+        # Bounded like every other call: the server may have died during training, and
+        # MLflow's own default retries would then block the training call for minutes.
+        with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
+            mlflow.end_run(status)
     except Exception as exc:  # noqa: BLE001 - the server may be gone; the outbox has the data
         logger.warning("could not end the MLflow run: %s", exc)
 
@@ -320,7 +325,7 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
 
     with _tracking(client, _run_tags(provenance)) as (run, _started):
         if run is not None and params:
-            _log_params(params)
+            _log_params(params, client)
         token = _current.set(collector)
         # While the imports run beside training, hand the GIL back to training quickly: its
         # native code releases and retakes it often, and each retake waits for the switch.
@@ -420,11 +425,14 @@ def _prefetch_saving_machinery() -> threading.Thread:
     return thread
 
 
-def _log_params(params: Mapping[str, str]) -> None:
+def _log_params(params: Mapping[str, str], client: RegistryClient) -> None:
     import mlflow
 
+    from registry_sdk._outbox import bounded_mlflow_http
+
     try:
-        mlflow.log_params(dict(params))
+        with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
+            mlflow.log_params(dict(params))
     except Exception as exc:  # noqa: BLE001 - the outbox keeps them; push logs them later
         logger.warning("could not log params now (%s); they will be logged on push", exc)
 

@@ -7,6 +7,7 @@ never breaks an older client.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,15 @@ from registry_sdk import _tags
 from registry_sdk.errors import InvalidResponseError
 from registry_sdk.refs import ModelRef
 
-__all__ = ["AliasEvent", "ModelVersion", "RegisteredModel"]
+__all__ = [
+    "AliasEvent",
+    "Environment",
+    "Lineage",
+    "ModelVersion",
+    "RegisteredModel",
+    "RunData",
+    "VersionDiff",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -190,6 +199,17 @@ class ModelVersion:
             "user_id": self.user_id,
             "model_id": self.model_id,
         }
+
+    def _repr_html_(self) -> str:
+        rows: list[tuple[str, object]] = [
+            ("aliases", ", ".join(self.aliases) or "-"),
+            ("status", self.status),
+            ("created", self.created_at.isoformat(timespec="seconds")),
+            ("run", self.run_id or "-"),
+            ("source", self.source),
+        ]
+        rows += [(f"metric {k}", v) for k, v in sorted(self.metrics.items())]
+        return _html_table(f"ModelVersion {self.ref}", rows)
 
     def with_aliases(self, aliases: Iterable[str]) -> ModelVersion:
         """A copy with ``aliases`` replaced (sorted, deduplicated)."""
@@ -375,3 +395,280 @@ class AliasEvent:
             reason=_opt_str(data.get("reason")),
             forced=bool(data.get("forced", False)),
         )
+
+
+# ================================================================================ notebook display
+
+
+def _html_table(title: str, rows: Iterable[tuple[str, object]]) -> str:
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+        for k, v in rows
+    )
+    return f"<div><strong>{html.escape(title)}</strong><table>{cells}</table></div>"
+
+
+# ================================================================================ lineage types
+
+
+@attrs.frozen
+class Environment:
+    """The Python, platform and distributions a model needs (distribution name -> version)."""
+
+    python: str
+    platform: str
+    packages: Mapping[str, str]
+
+    def requirements(self) -> list[str]:
+        """Pinned pip requirements, sorted: ``["numpy==2.1.0", "scikit-learn==1.5.2"]``."""
+        return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"python": self.python, "platform": self.platform, "packages": dict(self.packages)}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Environment | None:
+        """Read the ``registry_sdk.env.*`` version tags; None when they are absent."""
+        if _tags.ENV_PYTHON not in tags and _tags.ENV_PACKAGES not in tags:
+            return None
+        try:
+            packages = json.loads(tags.get(_tags.ENV_PACKAGES, "{}"))
+        except ValueError:
+            packages = {}
+        if not isinstance(packages, dict):
+            packages = {}
+        return cls(
+            python=tags.get(_tags.ENV_PYTHON, ""),
+            platform=tags.get(_tags.ENV_PLATFORM, ""),
+            packages={str(k): str(v) for k, v in packages.items()},
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RunData:
+    """The MLflow run that produced a version: where, when, with which params and metrics."""
+
+    run_id: str
+    experiment_id: str
+    experiment_name: str | None = None
+    status: str | None = None
+    user: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    params: Mapping[str, str] = _mapping_field()
+    metrics: Mapping[str, float] = _mapping_field()
+    tags: Mapping[str, str] = _mapping_field()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "experiment_name": self.experiment_name,
+            "status": self.status,
+            "user": self.user,
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "params": dict(self.params),
+            "metrics": dict(self.metrics),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], experiment_name: str | None = None) -> RunData:
+        """Build from the ``run`` object of MLflow's REST API."""
+        if not isinstance(data, Mapping):
+            msg = f"expected a run object, got {type(data).__name__}"
+            raise InvalidResponseError(msg)
+        info = data.get("info") or {}
+        body = data.get("data") or {}
+        if not isinstance(info, Mapping) or not isinstance(body, Mapping):
+            msg = "malformed run object"
+            raise InvalidResponseError(msg)
+        metrics: dict[str, float] = {}
+        for item in body.get("metrics") or []:
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                try:
+                    metrics[item["key"]] = float(item.get("value"))  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    continue
+        return cls(
+            run_id=_str(info.get("run_id"), "run id"),
+            experiment_id=str(info.get("experiment_id", "")),
+            experiment_name=experiment_name,
+            status=_opt_str(info.get("status")),
+            user=_opt_str(info.get("user_id")),
+            start_time=_timestamp(info["start_time"]) if info.get("start_time") else None,
+            end_time=_timestamp(info["end_time"]) if info.get("end_time") else None,
+            params=_json_tags(body.get("params")),
+            metrics=metrics,
+            tags=_json_tags(body.get("tags")),
+        )
+
+    @classmethod
+    def from_mlflow(cls, run: Any, experiment_name: str | None = None) -> RunData:
+        """Build from an ``mlflow.entities.Run``."""
+        info = run.info
+        return cls(
+            run_id=info.run_id,
+            experiment_id=str(info.experiment_id),
+            experiment_name=experiment_name,
+            status=_opt_str(info.status),
+            user=_opt_str(getattr(info, "user_id", None)),
+            start_time=_timestamp(info.start_time) if info.start_time else None,
+            end_time=_timestamp(info.end_time) if info.end_time else None,
+            params=dict(run.data.params),
+            metrics={k: float(v) for k, v in run.data.metrics.items()},
+            tags=dict(run.data.tags),
+        )
+
+
+def _data_fingerprints(tags: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tags.items():
+        if key.startswith(_tags.DATA_PREFIX):
+            try:
+                out[key[len(_tags.DATA_PREFIX) :]] = json.loads(value)
+            except ValueError:
+                out[key[len(_tags.DATA_PREFIX) :]] = value
+    return out
+
+
+@attrs.frozen(kw_only=True)
+class Lineage:
+    """Where a version came from: who, when, which run, code, data and base versions."""
+
+    version: ModelVersion
+    created_by: str | None
+    run: RunData | None
+    git: Mapping[str, str] = _mapping_field()
+    code: Mapping[str, str] = _mapping_field()
+    environment: Environment | None = None
+    data: Mapping[str, Any] = _mapping_field()
+    derived_from: tuple[str, ...] = _tuple_field()
+    alias_events: tuple[AliasEvent, ...] = _tuple_field()
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The run's params (empty without a run)."""
+        return self.run.params if self.run else _frozen_map({})
+
+    @property
+    def metrics(self) -> Mapping[str, float]:
+        """Metrics recorded on the version, completed by the run's."""
+        merged = dict(self.run.metrics) if self.run else {}
+        merged.update(self.version.metrics)
+        return _frozen_map(merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "ref": self.version.ref,
+            "version": self.version.to_dict(),
+            "created_by": self.created_by,
+            "created_at": self.version.created_at.isoformat(),
+            "updated_at": self.version.updated_at.isoformat(),
+            "run": self.run.to_dict() if self.run else None,
+            "git": dict(self.git),
+            "code": dict(self.code),
+            "environment": self.environment.to_dict() if self.environment else None,
+            "params": dict(self.params),
+            "metrics": dict(self.metrics),
+            "data": dict(self.data),
+            "derived_from": list(self.derived_from),
+            "alias_events": [e.to_dict() for e in self.alias_events],
+        }
+
+    def _repr_html_(self) -> str:
+        rows: list[tuple[str, object]] = [
+            ("created by", self.created_by or "-"),
+            ("created at", self.version.created_at.isoformat(timespec="seconds")),
+            (
+                "run",
+                f"{self.run.run_id} ({self.run.experiment_name or self.run.experiment_id})"
+                if self.run
+                else "-",
+            ),
+            ("git", " ".join(f"{k}={v}" for k, v in self.git.items()) or "-"),
+            ("code", self.code.get("function", "-")),
+            ("derived from", ", ".join(self.derived_from) or "-"),
+        ]
+        rows += [(f"param {k}", v) for k, v in sorted(self.params.items())]
+        rows += [(f"metric {k}", v) for k, v in sorted(self.metrics.items())]
+        if self.environment:
+            rows += [(f"package {k}", v) for k, v in sorted(self.environment.packages.items())]
+        rows += [(f"data {k}", json.dumps(v)) for k, v in sorted(self.data.items())]
+        rows += [
+            (
+                f"alias {e.alias}",
+                f"{e.from_version} -> {e.to_version} by {e.by} at {e.at:%Y-%m-%d %H:%M}",
+            )
+            for e in self.alias_events
+        ]
+        return _html_table(f"Lineage of {self.version.ref}", rows)
+
+
+@attrs.frozen(kw_only=True)
+class VersionDiff:
+    """What changed from version ``a`` to version ``b``."""
+
+    a: ModelVersion
+    b: ModelVersion
+    params: Mapping[str, tuple[str | None, str | None]] = _mapping_field()
+    metrics: Mapping[str, tuple[float | None, float | None, float | None]] = _mapping_field()
+    packages: Mapping[str, tuple[str | None, str | None]] = _mapping_field()
+    git: Mapping[str, tuple[str | None, str | None]] = _mapping_field()
+    data: Mapping[str, tuple[Any, Any]] = _mapping_field()
+
+    @property
+    def packages_added(self) -> dict[str, str]:
+        """Distributions only ``b`` needs."""
+        return {k: v[1] for k, v in self.packages.items() if v[0] is None and v[1] is not None}
+
+    @property
+    def packages_removed(self) -> dict[str, str]:
+        """Distributions only ``a`` needed."""
+        return {k: v[0] for k, v in self.packages.items() if v[1] is None and v[0] is not None}
+
+    @property
+    def packages_changed(self) -> dict[str, tuple[str, str]]:
+        """Distributions both need, at different versions: (a's, b's)."""
+        return {
+            k: (v[0], v[1])
+            for k, v in self.packages.items()
+            if v[0] is not None and v[1] is not None
+        }
+
+    @property
+    def is_empty(self) -> bool:
+        """True when nothing differs."""
+        return not (self.params or self.metrics or self.packages or self.git or self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "a": self.a.ref,
+            "b": self.b.ref,
+            "params": {k: {"a": v[0], "b": v[1]} for k, v in self.params.items()},
+            "metrics": {k: {"a": v[0], "b": v[1], "delta": v[2]} for k, v in self.metrics.items()},
+            "packages": {
+                "added": self.packages_added,
+                "removed": self.packages_removed,
+                "changed": {k: {"a": v[0], "b": v[1]} for k, v in self.packages_changed.items()},
+            },
+            "git": {k: {"a": v[0], "b": v[1]} for k, v in self.git.items()},
+            "data": {k: {"a": v[0], "b": v[1]} for k, v in self.data.items()},
+        }
+
+    def _repr_html_(self) -> str:
+        rows: list[tuple[str, object]] = []
+        rows += [(f"param {k}", f"{v[0]} -> {v[1]}") for k, v in sorted(self.params.items())]
+        rows += [
+            (f"metric {k}", f"{v[0]} -> {v[1]}" + (f" ({v[2]:+.4g})" if v[2] is not None else ""))
+            for k, v in sorted(self.metrics.items())
+        ]
+        rows += [(f"package {k}", f"{v[0]} -> {v[1]}") for k, v in sorted(self.packages.items())]
+        rows += [(f"git {k}", f"{v[0]} -> {v[1]}") for k, v in sorted(self.git.items())]
+        rows += [(f"data {k}", "changed") for k in sorted(self.data)]
+        return _html_table(f"Diff {self.a.ref} -> {self.b.ref}", rows or [("", "no differences")])

@@ -9,7 +9,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from registry_sdk.entities import ModelVersion, RegisteredModel
+    from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 
 T = TypeVar("T")
 
@@ -97,6 +97,8 @@ class Backend(Protocol):
     def transition_stage(
         self, name: str, version: int, stage: str, *, archive_existing: bool
     ) -> ModelVersion: ...
+
+    def get_run(self, run_id: str) -> RunData: ...
 
     def server_info(self) -> ServerInfo: ...
     def close(self) -> None: ...

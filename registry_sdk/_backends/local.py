@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from registry_sdk._backends.base import Page, ServerInfo
-from registry_sdk.entities import ModelVersion, RegisteredModel
+from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import RegistryError, Subject, from_mlflow_exception
 
 if TYPE_CHECKING:
@@ -301,6 +301,17 @@ class LocalBackend:
                 "version",
             )
         return ModelVersion.from_mlflow(mv)
+
+    # ---------------------------------------------------------------------------- runs
+
+    def get_run(self, run_id: str) -> RunData:
+        """The run (params, metrics, tags) and its experiment's name."""
+        run = self._call(lambda: self._client.get_run(run_id), f"get run {run_id!r}")
+        try:
+            name = self._client.get_experiment(run.info.experiment_id).name
+        except self._mlflow_exception:
+            name = None
+        return RunData.from_mlflow(run, experiment_name=name)
 
     # ---------------------------------------------------------------------------- diagnostics
 

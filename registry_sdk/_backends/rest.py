@@ -21,7 +21,7 @@ from registry_sdk._backends.base import Page, ServerInfo
 from registry_sdk._progress import Progress
 from registry_sdk._retry import backoff, retrying
 from registry_sdk._version import __version__
-from registry_sdk.entities import ModelVersion, RegisteredModel
+from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
     InvalidResponseError,
     RegistryError,
@@ -556,6 +556,30 @@ class RestBackend:
             action=action,
         )
         return self._version(data, action)
+
+    # ---------------------------------------------------------------------------- runs
+
+    def get_run(self, run_id: str) -> RunData:
+        """The run (params, metrics, tags) and its experiment's name."""
+        action = f"get run {run_id!r}"
+        data = self._json("GET", "/runs/get", params={"run_id": run_id}, action=action)
+        run = self._field(data, "run", action)
+        experiment_id = (
+            (run.get("info") or {}).get("experiment_id") if isinstance(run, dict) else None
+        )
+        name = None
+        if experiment_id is not None:
+            try:
+                exp = self._json(
+                    "GET",
+                    "/experiments/get",
+                    params={"experiment_id": str(experiment_id)},
+                    action=f"get experiment {experiment_id}",
+                )
+                name = (exp.get("experiment") or {}).get("name")
+            except RegistryError:
+                name = None
+        return RunData.from_json(run, experiment_name=name if isinstance(name, str) else None)
 
     # ---------------------------------------------------------------------------- artifacts
 
