@@ -206,31 +206,47 @@ def _logged_events(model: RegisteredModel) -> list[tuple[str, AliasEvent]]:
 
 
 def history(model: RegisteredModel, alias: str | None = None) -> AliasHistory:
-    """The alias events of ``model`` (one alias or all), plus inferred outside moves."""
-    events = [event for _, event in _logged_events(model)]
+    """The alias events of ``model`` (one alias or all), plus inferred outside moves.
+
+    A move made by another tool shows either as a gap in the chain (an event whose
+    ``from_version`` is not where the previous event left the alias) or as a difference
+    between the last event and the alias as it is now; each becomes an ``external`` event.
+    """
+    merged: list[AliasEvent] = []
     last: dict[str, AliasEvent] = {}
-    for event in events:
+    for _, event in _logged_events(model):
+        previous = last.get(event.alias)
+        recorded = previous.to_version if previous else None
+        if previous is not None and event.from_version != recorded:
+            merged.append(
+                _outside_move(model.name, event.alias, recorded, event.from_version, event.at)
+            )
+        merged.append(event)
         last[event.alias] = event
-    inferred = []
     for name in sorted(set(model.aliases) | set(last)):
         current = model.aliases.get(name)
         previous = last.get(name)
         recorded = previous.to_version if previous else None
         if current != recorded:
-            inferred.append(
-                AliasEvent(
-                    name=model.name,
-                    alias=name,
-                    from_version=recorded,
-                    to_version=current,
-                    by="unknown",
-                    at=max(model.updated_at, previous.at) if previous else model.updated_at,
-                    reason="moved outside registry_sdk",
-                    external=True,
-                )
-            )
-    merged = sorted(events + inferred, key=lambda e: e.at)
+            when = max(model.updated_at, previous.at) if previous else model.updated_at
+            merged.append(_outside_move(model.name, name, recorded, current, when))
+    merged.sort(key=lambda e: e.at)  # stable: logged order kept for equal times
     return AliasHistory(e for e in merged if alias is None or e.alias == alias)
+
+
+def _outside_move(
+    name: str, alias: str, before: int | None, after: int | None, at: datetime
+) -> AliasEvent:
+    return AliasEvent(
+        name=name,
+        alias=alias,
+        from_version=before,
+        to_version=after,
+        by="unknown",
+        at=at,
+        reason="moved outside registry_sdk",
+        external=True,
+    )
 
 
 def previous_holder(model: RegisteredModel, alias: str) -> int:

@@ -139,8 +139,14 @@ def _pseudo_alias(ref: ModelRef) -> str | None:
     return None
 
 
-def _resolve(client: RegistryClient, cache: ModelCache, ref: ModelRef) -> tuple[int, bool]:
-    """The version number ``ref`` names now: (version, came from the registry)."""
+def _resolve(
+    client: RegistryClient, cache: ModelCache, ref: ModelRef, *, stale_ok: bool = True
+) -> tuple[int, bool]:
+    """The version number ``ref`` names now: (version, came from the registry).
+
+    With ``stale_ok=False`` an unreachable registry raises instead of falling back to the
+    cached resolution (a watch keeps what it serves and counts the failure).
+    """
     offline = client.settings.offline
     if ref.kind is RefKind.VERSION:
         assert ref.version is not None  # noqa: S101 - guaranteed by ModelRef
@@ -156,7 +162,7 @@ def _resolve(client: RegistryClient, cache: ModelCache, ref: ModelRef) -> tuple[
                 mv = client.resolve(ref)
         except RegistryUnavailableError as exc:
             recalled = cache.recall(ref.name, remembered_as)
-            if recalled is None:
+            if recalled is None or not stale_ok:
                 raise
             version, resolved_at = recalled
             age = _age(time.time() - resolved_at)
@@ -437,7 +443,7 @@ class Watch:
         self._flavor = flavor
         self._client = client or _default_client(None)
         self._callbacks: list[Callable[[int, int], None]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one poll at a time: a move is swapped in once
         self._stop = threading.Event()
         self._model = load_into(self._client, self.ref, flavor)
         self._version = self._current_version()
@@ -480,14 +486,18 @@ class Watch:
         return callback
 
     def poll(self) -> bool:
-        """Check the alias now; swap if it moved. True when a new version was swapped in."""
+        """Check the alias now; swap if it moved. True when a new version was swapped in.
+
+        Raises:
+            RegistryUnavailableError: the registry cannot be reached (nothing is swapped).
+        """
         cache = cache_for(self._client)
-        version, _ = _resolve(self._client, cache, self.ref)
-        if version == self._version:
-            return False
-        entry = _ensure_cached(self._client, cache, self.ref, version)
-        model = _load_entry(cache, entry, self._flavor)
         with self._lock:
+            version, _ = _resolve(self._client, cache, self.ref, stale_ok=False)
+            if version == self._version:
+                return False
+            entry = _ensure_cached(self._client, cache, self.ref, version)
+            model = _load_entry(cache, entry, self._flavor)
             old, self._model, self._version = self._version, model, version
         for callback in list(self._callbacks):
             try:
@@ -500,7 +510,7 @@ class Watch:
         while not self._stop.wait(self.interval):
             try:
                 self.poll()
-            except RegistryError as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed poll must not end the watch
                 self.errors += 1
                 logger.warning(
                     "watching %s: %s (still serving version %s)", self.ref, exc, self._version

@@ -126,7 +126,7 @@ class RestBackend:
             "retrying after %s (attempt %d, waiting %.2fs)", exc, state.attempt_number, wait
         )
 
-    def _attempt(  # noqa: PLR0917 - called positionally by tenacity's Retrying
+    def _attempt(
         self,
         method: str,
         url: str,

@@ -43,16 +43,63 @@ def echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
+class RegistryGroup(click.Group):
+    """A click group that turns a ``RegistryError`` into a one-line message and its exit code.
+
+    The only place errors become exit codes: commands raise, this boundary reports.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report registry errors and bad values without a traceback."""
+        try:
+            return super().invoke(ctx)
+        except RegistryError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exit_code_for(exc))
+        except ValueError as exc:  # bad gate, bad mapping, ...: a usage error
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
 def run_main(group: click.Group, argv: list[str] | None) -> None:
-    """Run ``group``; a ``RegistryError`` becomes a one-line message and its exit code."""
-    try:
-        group.main(args=argv, prog_name="registry", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
-        sys.exit(EXIT_ERROR)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except RegistryError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exit_code_for(exc))
+    """Run ``group`` as the ``registry`` program."""
+    group.main(args=argv, prog_name="registry")
+    sys.exit(EXIT_OK)  # pragma: no cover - main() exits itself
+
+
+def make_client(ctx: click.Context) -> Any:
+    """The client for this invocation (``--tracking-uri`` / ``MLFLOW_TRACKING_URI``)."""
+    from registry_sdk.client import RegistryClient
+
+    obj = ctx.ensure_object(dict)
+    if "client" not in obj:
+        obj["client"] = RegistryClient(obj.get("tracking_uri"))
+        ctx.call_on_close(obj["client"].close)
+    return obj["client"]
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (a stable schema) instead of a table."
+)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print ``rows`` as a fixed-width table with ``columns``."""
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    click.echo("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)

@@ -16,12 +16,13 @@ from registry_sdk.errors import redact
 @click.command()
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
-def doctor(tracking_uri: str | None, as_json: bool) -> None:
+@click.pass_context
+def doctor(ctx: click.Context, tracking_uri: str | None, as_json: bool) -> None:
     """Report the tracking URI, backend, server reachability and version, auth and cache dir.
 
     Exits 0 when the registry answers, 4 when it cannot be reached. Never prints a secret.
     """
-    client = RegistryClient(tracking_uri)
+    client = RegistryClient(tracking_uri or (ctx.obj or {}).get("tracking_uri"))
     settings = client.settings
     auth = settings.auth_kind
     if auth == "basic":
