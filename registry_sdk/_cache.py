@@ -44,13 +44,19 @@ LOCK_TIMEOUT_S = 600.0
 
 
 def _escape(component: str) -> str:
-    """A single, safe path component for any string (names, aliases, registry ids)."""
-    escaped = quote(component, safe="")
-    if escaped in {"", ".", ".."} or escaped.startswith("."):
-        escaped = "%2E" + escaped[1:] if escaped.startswith(".") else "_" + escaped
+    """A single, safe path component for any string (names, aliases, registry ids).
+
+    Injective: ``quote`` is; a leading ``.`` becomes ``%2E`` (as if quote escaped dots); and
+    the empty and the shortened forms contain ``%-``, which no quoted string does.
+    """
+    escaped = quote(component, safe="", errors="surrogatepass")
+    if escaped.startswith("."):
+        escaped = "%2E" + escaped[1:]
+    if not escaped:
+        escaped = "%-"
     if len(escaped) > _MAX_COMPONENT:
-        digest = hashlib.sha256(component.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        escaped = f"{escaped[:80]}-{digest}"
+        digest = hashlib.sha256(component.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        escaped = f"{escaped[:80]}%-{digest}"
     return escaped
 
 
@@ -74,7 +80,14 @@ def sha256_file(path: Path) -> str:
 
 
 def _private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Not mkdir(parents=True): that gives the missing parents the default mode, not 0700.
+    missing = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
     return path
 
 
@@ -164,7 +177,10 @@ class ModelCache:
                 continue
             for vdir in sorted(versions.iterdir()):
                 if vdir.is_dir() and vdir.name.isdigit() and (vdir / MANIFEST).is_file():
-                    manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
+                    try:
+                        manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
+                    except (OSError, ValueError):
+                        continue  # unreadable: absent, as for get(); a load fills it again
                     mv = ModelVersion.from_json(manifest["model_version"])
                     cached = self.get(mv.name, mv.version)
                     if cached is not None:
@@ -178,7 +194,7 @@ class ModelCache:
 
         vdir = self.version_dir(name, version)
         _private_dir(vdir.parent)
-        return FileLock(str(vdir) + ".lock", timeout=LOCK_TIMEOUT_S)
+        return FileLock(str(vdir) + ".lock", timeout=LOCK_TIMEOUT_S, mode=0o600)
 
     def fill(
         self,
@@ -215,12 +231,21 @@ class ModelCache:
             raise CacheIntegrityError(msg)
         return entry
 
-    def _write_manifest(self, vdir: Path, mv: ModelVersion, fast: dict[str, Any] | None) -> None:
-        files: dict[str, dict[str, Any]] = {}
+    def _write_manifest(
+        self,
+        vdir: Path,
+        mv: ModelVersion,
+        fast: dict[str, Any] | None,
+        known: dict[str, FileRecord] | None = None,
+    ) -> None:
+        # Files the manifest already covers keep their records: a rewrite never blesses a change.
+        files = {rel: attrs.asdict(record) for rel, record in (known or {}).items()}
         for file in sorted(p for p in vdir.rglob("*") if p.is_file() and p.name != MANIFEST):
             file.chmod(0o600)
             st = file.stat()
             rel = file.relative_to(vdir).as_posix()
+            if rel in files:
+                continue
             files[rel] = {
                 "sha256": sha256_file(file),
                 "size": st.st_size,
@@ -261,7 +286,9 @@ class ModelCache:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
-            self._write_manifest(current.path, current.version, fast=description)
+            self._write_manifest(
+                current.path, current.version, fast=description, known=current.files
+            )
 
     def prune(self, keep: int) -> list[CachedVersion]:
         """Remove all but the newest ``keep`` cached versions of each model.

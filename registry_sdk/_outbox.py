@@ -56,6 +56,9 @@ class Entry:
     created_at: float = attrs.Factory(time.time)
     #: Pushes started so far; the first one cannot have created a version already.
     attempts: int = 0
+    #: registry_sdk started the run for this entry, so a push ends it if it is still RUNNING
+    #: (an outage can keep ``@register`` from ending it), unless it is this thread's active run.
+    owns_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON stored in ``entry.json``."""
@@ -161,10 +164,8 @@ def _sync_run(tracking: Any, entry: Entry) -> None:
         run = tracking.create_run(experiment_id, tags={"mlflow.runName": f"register-{entry.name}"})
         entry.run_id = run.info.run_id
         entry.experiment_id = run.info.experiment_id
+        entry.owns_run = True
         entry.save()
-        created = True
-    else:
-        created = False
     run = tracking.get_run(entry.run_id)
     entry.experiment_id = run.info.experiment_id
     have_params = run.data.params
@@ -176,8 +177,16 @@ def _sync_run(tracking: Any, entry: Entry) -> None:
     ]
     if params or metrics:
         tracking.log_batch(entry.run_id, metrics=metrics, params=params)
-    if created:
+    if entry.owns_run and run.info.status == "RUNNING" and not _active_here(entry.run_id):
         tracking.set_terminated(entry.run_id, "FINISHED")
+
+
+def _active_here(run_id: str) -> bool:
+    """Whether ``run_id`` is the active run (``@register`` pushing inside the run it ends)."""
+    import mlflow
+
+    active = mlflow.active_run()
+    return active is not None and active.info.run_id == run_id
 
 
 def _sync_logged_model(tracking: Any, entry: Entry) -> None:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from registry_sdk._cache import CachedVersion
     from registry_sdk.entities import Lineage, VersionDiff
     from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
+    from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 __all__ = ["RegistryClient"]
 
@@ -523,6 +524,55 @@ class RegistryClient:
         names = [validate_model_name(name)] if name else [m.name for m in self.search_models()]
         chosen = dict(mapping) if mapping else dict(lifecycle.DEFAULT_STAGE_MAPPING)
         return lifecycle.migrate_stages(self, names, chosen, dry_run=dry_run)
+
+    # ================================================================== webhooks
+
+    def create_webhook(
+        self,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        *,
+        description: str | None = None,
+        secret: str | None = None,
+        status: str | None = None,
+    ) -> Webhook:
+        """Create a registry webhook; ``events`` like ``"model_version_alias.created"``.
+
+        The server signs each delivery with ``secret``; receivers check it with
+        :func:`registry_sdk.webhooks.verify_signature`.
+        """
+        from registry_sdk.webhooks import events_to_json
+
+        events_to_json(list(events))  # validates before anything is sent
+        return self.backend.create_webhook(
+            name, url, tuple(events), description=description, secret=secret, status=status
+        )
+
+    def list_webhooks(self) -> Iterator[Webhook]:
+        """Every webhook, paged transparently."""
+        return self._pages(self.backend.list_webhooks)
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        """One webhook."""
+        return self.backend.get_webhook(webhook_id)
+
+    def update_webhook(self, webhook_id: str, **changes: Any) -> Webhook:
+        """Change ``name``, ``url``, ``events``, ``description``, ``secret`` or ``status``."""
+        allowed = {"name", "url", "events", "description", "secret", "status"}
+        unknown = set(changes) - allowed
+        if unknown:
+            msg = f"unknown webhook fields {sorted(unknown)}; use {sorted(allowed)}"
+            raise ValueError(msg)
+        return self.backend.update_webhook(webhook_id, **changes)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook."""
+        self.backend.delete_webhook(webhook_id)
+
+    def test_webhook(self, webhook_id: str, *, event: str | None = None) -> WebhookTestResult:
+        """Have the registry send a test delivery; returns what the receiver answered."""
+        return self.backend.test_webhook(webhook_id, event)
 
     # ================================================================== loading
 

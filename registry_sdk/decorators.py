@@ -323,7 +323,7 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
     key = uuid.uuid4().hex
     collector = _Collector()
 
-    with _tracking(client, _run_tags(provenance)) as (run, _started):
+    with _tracking(client, _run_tags(provenance)) as (run, started):
         if run is not None and params:
             _log_params(params, client)
         token = _current.set(collector)
@@ -381,6 +381,7 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
                 metrics=metrics,
                 run_id=run.info.run_id if run is not None else None,
                 experiment_id=run.info.experiment_id if run is not None else None,
+                owns_run=started,
                 alias_reason=f"registered by {tags[_tags.CODE_FUNCTION]}",
             )
         )

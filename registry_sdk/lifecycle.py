@@ -83,7 +83,9 @@ def alias_lock(client: RegistryClient, name: str, alias: str) -> Iterator[None]:
                 tags={"registry_sdk.lock.owner": owner, "registry_sdk.lock.at": str(time.time())},
             )
             break
-        except AlreadyExistsError:
+        except (AlreadyExistsError, NotFoundError):
+            # NotFoundError: MLflow's store answers a create that collided with a lock being
+            # deleted at that moment by looking the winner up, finds nothing, says "not found".
             _break_if_stale(client, lock)
             if time.monotonic() > deadline:
                 msg = f"could not get the move lock of {name}@{alias} within {LOCK_WAIT_S:.0f} s"
@@ -289,8 +291,20 @@ class Gate:
     alias: str | None = None
 
     def __str__(self) -> str:
-        rhs = f"@{self.alias}" if self.alias else f"{self.threshold:g}"
+        rhs = f"@{self.alias}" if self.alias else _number(self.threshold)
         return f"{self.metric} {self.op} {rhs}"
+
+
+def _number(value: float | None) -> str:
+    """``value`` short when that is exact (``0.9``, ``50``), else every digit it needs.
+
+    Gates and rejection messages must show the values compared: ``{:g}`` alone would print
+    0.9123451 and 0.9123454 both as ``0.912345``.
+    """
+    if value is None:
+        return "None"
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def parse_gate(text: str) -> Gate:
@@ -356,11 +370,17 @@ def check_gates(
                 results.append((str(gate), True, f"{holder.ref} has no {gate.metric!r} to beat"))
                 continue
             passed = _OPS[gate.op](value, other)
-            detail = f"{mv.ref}: {value:g} {gate.op} {holder.ref} (@{gate.alias}): {other:g}"
+            detail = (
+                f"{mv.ref}: {_number(value)} {gate.op} {holder.ref} (@{gate.alias}): "
+                f"{_number(other)}"
+            )
         else:
             assert gate.threshold is not None  # noqa: S101 - a numeric gate
             passed = _OPS[gate.op](value, gate.threshold)
-            detail = f"{mv.ref}: {gate.metric} = {value:g}, required {gate.op} {gate.threshold:g}"
+            detail = (
+                f"{mv.ref}: {gate.metric} = {_number(value)}, "
+                f"required {gate.op} {_number(gate.threshold)}"
+            )
         results.append((str(gate), passed, detail))
     return results
 

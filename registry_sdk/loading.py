@@ -101,7 +101,16 @@ class LoadedModel:
         """The framework's own object (e.g. the scikit-learn estimator), if there is one."""
         if self._native is not None:
             return self._native
-        return self.pyfunc.unwrap_python_model() if self._predict_kind is None else None
+        if self._predict_kind is not None:
+            return None
+        pyfunc = self.pyfunc
+        try:
+            return pyfunc.unwrap_python_model()
+        except Exception:  # noqa: BLE001 - not a PythonModel: the flavor's raw model, if any
+            try:
+                return pyfunc.get_raw_model()
+            except NotImplementedError:
+                return None
 
     @property
     def metadata(self) -> dict[str, Any]:

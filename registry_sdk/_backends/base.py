@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
+    from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 T = TypeVar("T")
 
@@ -99,6 +100,22 @@ class Backend(Protocol):
     ) -> ModelVersion: ...
 
     def get_run(self, run_id: str) -> RunData: ...
+
+    def create_webhook(
+        self,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        *,
+        description: str | None,
+        secret: str | None,
+        status: str | None,
+    ) -> Webhook: ...
+    def list_webhooks(self, page_token: str | None) -> Page[Webhook]: ...
+    def get_webhook(self, webhook_id: str) -> Webhook: ...
+    def update_webhook(self, webhook_id: str, **changes: Any) -> Webhook: ...
+    def delete_webhook(self, webhook_id: str) -> None: ...
+    def test_webhook(self, webhook_id: str, event: str | None) -> WebhookTestResult: ...
 
     def server_info(self) -> ServerInfo: ...
     def close(self) -> None: ...

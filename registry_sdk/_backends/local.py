@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from registry_sdk._backends.base import Page, ServerInfo
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import RegistryError, Subject, from_mlflow_exception
+from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -312,6 +313,74 @@ class LocalBackend:
         except self._mlflow_exception:
             name = None
         return RunData.from_mlflow(run, experiment_name=name)
+
+    # ---------------------------------------------------------------------------- webhooks
+
+    def create_webhook(
+        self,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        *,
+        description: str | None,
+        secret: str | None,
+        status: str | None,
+    ) -> Webhook:
+        """Create a webhook in the local store (delivery needs a server)."""
+        hook = self._call(
+            lambda: self._client.create_webhook(
+                name,
+                url,
+                list(events),  # type: ignore[arg-type]  # validated strings
+                description=description,
+                secret=secret,
+                status=status,
+            ),
+            f"create webhook {name!r}",
+        )
+        return Webhook.from_mlflow(hook)
+
+    def list_webhooks(self, page_token: str | None) -> Page[Webhook]:
+        """One page of webhooks."""
+        paged = self._call(
+            lambda: self._client.list_webhooks(page_token=page_token), "list webhooks"
+        )
+        token = paged.token.decode() if isinstance(paged.token, bytes) else paged.token
+        return Page(tuple(Webhook.from_mlflow(w) for w in paged), token or None)
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        """One webhook."""
+        hook = self._call(
+            lambda: self._client.get_webhook(webhook_id), f"get webhook {webhook_id!r}"
+        )
+        return Webhook.from_mlflow(hook)
+
+    def update_webhook(self, webhook_id: str, **changes: Any) -> Webhook:
+        """Change a webhook."""
+        hook = self._call(
+            lambda: self._client.update_webhook(webhook_id, **changes),
+            f"update webhook {webhook_id!r}",
+        )
+        return Webhook.from_mlflow(hook)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook."""
+        self._call(
+            lambda: self._client.delete_webhook(webhook_id), f"delete webhook {webhook_id!r}"
+        )
+
+    def test_webhook(self, webhook_id: str, event: str | None) -> WebhookTestResult:
+        """Send a test delivery from this process."""
+        result = self._call(
+            lambda: self._client.test_webhook(webhook_id, event=event),  # type: ignore[arg-type]
+            f"test webhook {webhook_id!r}",
+        )
+        return WebhookTestResult(
+            success=bool(result.success),
+            status=getattr(result, "response_status", None),
+            body=getattr(result, "response_body", None),
+            error=getattr(result, "error_message", None),
+        )
 
     # ---------------------------------------------------------------------------- diagnostics
 

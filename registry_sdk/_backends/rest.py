@@ -30,6 +30,7 @@ from registry_sdk.errors import (
     from_response,
     redact,
 )
+from registry_sdk.webhooks import Webhook, WebhookTestResult, events_to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -580,6 +581,64 @@ class RestBackend:
             except RegistryError:
                 name = None
         return RunData.from_json(run, experiment_name=name if isinstance(name, str) else None)
+
+    # ---------------------------------------------------------------------------- webhooks
+
+    def create_webhook(
+        self,
+        name: str,
+        url: str,
+        events: Sequence[str],
+        *,
+        description: str | None,
+        secret: str | None,
+        status: str | None,
+    ) -> Webhook:
+        """Create a webhook (one attempt)."""
+        body: dict[str, Any] = {"name": name, "url": url, "events": events_to_json(list(events))}
+        optional = {"description": description, "secret": secret, "status": status}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        action = f"create webhook {name!r}"
+        data = self._json("POST", "/webhooks", body=body, action=action, retry=False)
+        return Webhook.from_json(self._field(data, "webhook", action))
+
+    def list_webhooks(self, page_token: str | None) -> Page[Webhook]:
+        """One page of webhooks."""
+        params = {"page_token": page_token} if page_token else None
+        action = "list webhooks"
+        data = self._json("GET", "/webhooks", params=params, action=action)
+        items = self._list(data, "webhooks", action)
+        return Page(tuple(Webhook.from_json(w) for w in items), self._token(data))
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        """One webhook."""
+        action = f"get webhook {webhook_id!r}"
+        data = self._json("GET", f"/webhooks/{quote(webhook_id)}", action=action)
+        return Webhook.from_json(self._field(data, "webhook", action))
+
+    def update_webhook(self, webhook_id: str, **changes: Any) -> Webhook:
+        """Change a webhook's name, url, events, description, secret or status."""
+        body = {k: v for k, v in changes.items() if v is not None}
+        if "events" in body:
+            body["events"] = events_to_json(list(body["events"]))
+        action = f"update webhook {webhook_id!r}"
+        data = self._json("PATCH", f"/webhooks/{quote(webhook_id)}", body=body, action=action)
+        return Webhook.from_json(self._field(data, "webhook", action))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a webhook."""
+        self._json(
+            "DELETE", f"/webhooks/{quote(webhook_id)}", action=f"delete webhook {webhook_id!r}"
+        )
+
+    def test_webhook(self, webhook_id: str, event: str | None) -> WebhookTestResult:
+        """Make the server send a test delivery and report what the receiver answered."""
+        body = {"event": events_to_json([event])[0]} if event else {}
+        action = f"test webhook {webhook_id!r}"
+        data = self._json(
+            "POST", f"/webhooks/{quote(webhook_id)}/test", body=body, action=action, retry=False
+        )
+        return WebhookTestResult.from_json(self._field(data, "result", action))
 
     # ---------------------------------------------------------------------------- artifacts
 

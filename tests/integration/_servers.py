@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,6 +68,8 @@ class MlflowServer:
         self.port = 0
         self.log_path = workdir / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
+        #: Extra environment for the server process (e.g. webhook delivery settings).
+        self.extra_env: dict[str, str] = {}
 
     @property
     def uri(self) -> str:
@@ -116,7 +119,7 @@ class MlflowServer:
             "--workers",
             "1",
         ]
-        env = server_env()
+        env = server_env(**self.extra_env)
         if self.backend_store_uri.startswith("sqlite:"):
             env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
         with self.log_path.open("ab") as log:
@@ -315,7 +318,39 @@ class PinnedServer(MlflowServer):
         atexit.register(self.stop)
 
 
-def pinned_sqlite_server(workdir: Path, name: str = "pinned") -> PinnedServer:
-    """A :class:`PinnedServer` over ``<workdir>/<name>.db`` (not started yet)."""
+def migrated_sqlite_db(path: Path) -> Path:
+    """Create an SQLite store at ``path`` with MLflow's schema, as ``mlflow server`` would.
+
+    Migrating a fresh database is half of a server's start-up time on a small machine; copy
+    this file into each test's server instead (see :func:`pinned_sqlite_server`).
+    """
+    # The default experiment gets the artifact root an --artifacts-destination server uses.
+    code = (
+        "import sys\n"
+        "from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore\n"
+        "SqlAlchemyStore(sys.argv[1], 'mlflow-artifacts:/')\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, f"sqlite:///{path}"],
+        cwd=path.parent,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=True,
+        timeout=START_TIMEOUT,
+    )
+    return path
+
+
+def pinned_sqlite_server(
+    workdir: Path, name: str = "pinned", *, template: Path | None = None
+) -> PinnedServer:
+    """A :class:`PinnedServer` over ``<workdir>/<name>.db`` (a copy of ``template`` if given).
+
+    Not started yet.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    return PinnedServer(name, f"sqlite:///{workdir / f'{name}.db'}", workdir)
+    db = workdir / f"{name}.db"
+    if template is not None:
+        shutil.copyfile(template, db)
+    return PinnedServer(name, f"sqlite:///{db}", workdir)
