@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from registry_sdk._cache import CachedVersion
     from registry_sdk.entities import Lineage, VersionDiff
     from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
+    from registry_sdk.transfer import ImportReport
     from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 __all__ = ["RegistryClient"]
@@ -474,13 +475,23 @@ class RegistryClient:
         return lifecycle.check_gates(self, self.resolve(ref), tuple(require))
 
     def rollback(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
-        """Move ``name@alias`` back to the version it pointed at before its current one."""
+        """Move ``name@alias`` back to the version it pointed at before its current one.
+
+        Rollbacks walk back: after 1 -> 2 -> 3, a rollback goes to 2, the next one to 1. The
+        target is chosen under the alias's move lock, so a concurrent move cannot make it stale.
+
+        Raises:
+            AliasNotFoundError: the model has no such alias.
+            RegistryError: the alias's history holds no earlier version to go back to.
+        """
         from registry_sdk import lifecycle
 
-        model = self.get_model(name)
-        previous = lifecycle.previous_holder(model, validate_alias(alias))
+        validate_model_name(name)
+        validate_alias(alias)
         why = f"rollback{': ' + reason if reason else ''}"
-        return lifecycle.move_alias(self, name, alias, previous, reason=why)
+        return lifecycle.move_alias(
+            self, name, alias, lambda model: lifecycle.previous_holder(model, alias), reason=why
+        )
 
     def history(self, name: str, *, alias: str | None = None) -> AliasHistory:
         """Alias moves of ``name`` oldest first, including moves inferred from other tools."""
@@ -573,6 +584,41 @@ class RegistryClient:
     def test_webhook(self, webhook_id: str, *, event: str | None = None) -> WebhookTestResult:
         """Have the registry send a test delivery; returns what the receiver answered."""
         return self.backend.test_webhook(webhook_id, event)
+
+    # ================================================================== export, import, copy
+
+    def export(self, names: Sequence[str] | None = None, *, to: str | os.PathLike[str]) -> Path:
+        """Export models (default: all) with every version, tag, alias and their history.
+
+        The directory gets a manifest with the sha256 of every file; see
+        :mod:`registry_sdk.transfer`.
+        """
+        from pathlib import Path
+
+        from registry_sdk import transfer
+
+        return transfer.export(self, names, Path(to))
+
+    def import_(self, path: str | os.PathLike[str]) -> ImportReport:
+        """Recreate an export here, verifying checksums first; safe to run again."""
+        from pathlib import Path
+
+        from registry_sdk import transfer
+
+        return transfer.import_(self, Path(path))
+
+    def copy(
+        self,
+        ref: RefLike,
+        *,
+        to_client: RegistryClient,
+        name: str | None = None,
+        alias: str | None = None,
+    ) -> ModelVersion:
+        """Copy one version into another registry (dev -> prod), keeping its lineage."""
+        from registry_sdk import transfer
+
+        return transfer.copy(self, str(_as_ref(ref)), to_client=to_client, name=name, alias=alias)
 
     # ================================================================== loading
 

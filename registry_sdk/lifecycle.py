@@ -119,17 +119,23 @@ def move_alias(
     client: RegistryClient,
     name: str,
     alias: str,
-    version: int | None,
+    version: int | Callable[[RegisteredModel], int | None] | None,
     *,
     reason: str | None,
     forced: bool = False,
 ) -> AliasEvent:
-    """Point ``name@alias`` at ``version`` (None deletes it) and log the move, under the lock."""
+    """Point ``name@alias`` at ``version`` (None deletes it) and log the move, under the lock.
+
+    ``version`` may be a function of the registered model as read under the lock (a rollback
+    picks its target that way, so no concurrent move can make the choice stale).
+    """
     validate_alias(alias)
     backend = client.backend
     with alias_lock(client, name, alias):
         model = backend.get_model(name)
         before = model.aliases.get(alias)
+        if callable(version):
+            version = version(model)
         if version is None:
             if before is None:
                 msg = f"model {name!r} has no alias {alias!r}"
@@ -252,15 +258,26 @@ def _outside_move(
 
 
 def previous_holder(model: RegisteredModel, alias: str) -> int:
-    """The version ``alias`` pointed at before its current one."""
+    """The version ``alias`` held before its current one: where a rollback takes it.
+
+    The alias's history is replayed as an undo stack: a move back to the version on top of the
+    stack steps back (pops it), any other move remembers the version it left. After moves
+    1 -> 2 -> 3, rollbacks go to 2, then to 1; never back to a version just rolled back from.
+    """
     current = model.aliases.get(alias)
     if current is None:
         msg = f"model {model.name!r} has no alias {alias!r} to roll back"
         raise AliasNotFoundError(msg)
-    events = history(model, alias)
-    for event in reversed(events):
-        if event.to_version == current and event.from_version not in (None, current):
-            return int(event.from_version)
+    stack: list[int] = []
+    for event in history(model, alias):
+        if event.from_version == event.to_version:
+            continue
+        if stack and stack[-1] == event.to_version:
+            stack.pop()
+        elif event.from_version is not None:
+            stack.append(event.from_version)
+    if stack:
+        return stack[-1]
     msg = f"{model.name}@{alias} has no earlier version in its history to roll back to"
     raise RegistryError(msg)
 

@@ -673,14 +673,15 @@ class RestBackend:
         files = self.list_artifacts(path)
         root = path.strip("/")
         progress = Progress(label, sum(size for _, _, size in files))
-        for remote, _, _ in files:
+        for remote, _, size in files:
             relative = remote[len(root) :].lstrip("/") if root else remote
             target = dest / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._download_file(remote, target, progress)
+            self._download_file(remote, target, progress, size)
         progress.close()
 
-    def _download_file(self, remote: str, target: Path, progress: Progress) -> None:
+    def _download_file(self, remote: str, target: Path, progress: Progress, size: int = 0) -> None:
+        """Fetch one file; ``size`` (0: unknown) is what the listing announced."""
         endpoint = f"{_ARTIFACTS_API}/{quote(remote)}"
         action = f"download artifact {remote!r}"
 
@@ -699,6 +700,11 @@ class RestBackend:
                 progress.advance(-written)
                 error = RegistryUnavailableError(redact(f"{action}: cut short: {exc}"))
                 raise _Transient(error) from None
+            # A reply delimited by closing the connection looks complete when cut: compare.
+            if size and written != size:
+                progress.advance(-written)
+                msg = f"{action}: got {written} bytes, the listing announced {size}"
+                raise _Transient(RegistryUnavailableError(redact(msg)))
 
         policy = retrying(
             attempts=self.settings.max_retries + 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from registry_sdk._version import __version__
-from registry_sdk.cli import aliases, cache, lineage, models, serve, webhooks
+from registry_sdk.cli import aliases, cache, lineage, models, serve, transfer, webhooks
 from registry_sdk.cli._common import RegistryGroup, run_main
 from registry_sdk.cli.doctor import doctor
 
@@ -47,6 +47,8 @@ for command in (
     cache.cache,
     webhooks.webhook,
     serve.serve,
+    transfer.export_cmd,
+    transfer.import_cmd,
     doctor,
 ):
     cli.add_command(command)

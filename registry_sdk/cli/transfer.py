@@ -1,0 +1,39 @@
+"""``export`` and ``import``: move models between registries, losslessly."""
+
+from __future__ import annotations
+
+import click
+
+from registry_sdk.cli._common import echo_json, json_option, make_client
+
+
+@click.command("export")
+@click.argument("names", nargs=-1)
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False), help="Directory.")
+@json_option
+@click.pass_context
+def export_cmd(ctx: click.Context, names: tuple[str, ...], to: str, as_json: bool) -> None:
+    """Export NAMES (default: every model) with versions, tags, aliases and history."""
+    path = make_client(ctx).export(list(names) or None, to=to)
+    if as_json:
+        echo_json({"path": str(path)})
+    else:
+        click.echo(f"exported to {path}")
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@json_option
+@click.pass_context
+def import_cmd(ctx: click.Context, path: str, as_json: bool) -> None:
+    """Import an export (checksums verified first; running it again creates nothing new)."""
+    report = make_client(ctx).import_(path)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    for source, target in report.created.items():
+        click.echo(f"created  {target} from {source}")
+    for source, target in report.existing.items():
+        click.echo(f"present  {target} from {source}")
+    for alias, target in report.aliases.items():
+        click.echo(f"alias    {alias} -> {target}")
