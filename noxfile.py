@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``bench``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``.
 
 Sessions run in the environment nox itself runs from (the project's ``.venv``, set up by
 ``pip install -e '.[dev]'``), so nothing is installed twice.
@@ -10,7 +10,7 @@ import sys
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests"]
 nox.options.default_venv_backend = "none"
 
 PYTHON = sys.executable
@@ -33,6 +33,21 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """Mypy --strict on the package and this noxfile."""
     session.run(PYTHON, "-m", "mypy", "--strict", "registry_sdk", "noxfile.py")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with warnings as errors (into site/)."""
+    session.run(
+        PYTHON,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "-f",
+        "docs/mkdocs.yml",
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 @nox.session
