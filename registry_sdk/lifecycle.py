@@ -162,6 +162,9 @@ def move_alias(
 def _event_time(model: RegisteredModel) -> datetime:
     """Now, but never before the last logged event: clocks of different movers may differ."""
     now = datetime.now(timezone.utc)
+    # Events are stored to the millisecond: compare at that precision, or a move within the
+    # same millisecond as the last one would share its stamp and sort before it by chance.
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     logged = _logged_events(model)
     if logged and logged[-1][1].at >= now:
         return logged[-1][1].at + timedelta(milliseconds=1)
