@@ -155,10 +155,9 @@ def _index_cache_file() -> Path:
     from registry_sdk._config import default_cache_dir
 
     key = hashlib.sha256(sys.executable.encode())
-    # Only package directories: a script's own folder changes whenever the script is edited.
-    for entry in sys.path:
-        if not entry.endswith(("site-packages", "dist-packages")):
-            continue
+    # Every import directory but the script's own (sys.path[0]), which changes whenever files
+    # next to the script do; a package installed anywhere else (PYTHONPATH too) changes a key.
+    for entry in sys.path[1:]:
         try:
             key.update(f"{entry}:{Path(entry).stat().st_mtime_ns}".encode())
         except OSError:
