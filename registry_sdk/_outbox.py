@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from registry_sdk.errors import RegistryError, RegistryUnavailableError
+from registry_sdk.errors import RegistryError, RegistryUnavailableError, redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -220,11 +220,35 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
 def push(entry: Entry, client: RegistryClient) -> ModelVersion:
     """Register a staged entry exactly once and remove it from the outbox.
 
+    One process at a time pushes an entry (a file lock beside it): a second pusher waits, then
+    finds the entry gone and returns the version the first one registered.
+
     Raises:
         RegistryUnavailableError: the tracking server or registry cannot be reached; the entry
             stays in the outbox.
         RegistryError: anything else the registry refused; the entry stays too.
     """
+    from filelock import FileLock
+
+    locks = entry.path.parent.parent / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_path = locks / f"outbox-{entry.path.name}.lock"
+    try:
+        with FileLock(str(lock_path)):
+            if not (entry.path / ENTRY_FILE).is_file():
+                done = client.find_version_by_key(entry.name, entry.key)
+                if done is None:
+                    msg = f"outbox entry {entry.path.name} vanished without being registered"
+                    raise RegistryError(msg)
+                return done
+            return _push_locked(Entry.load(entry.path), client)
+    finally:
+        if not entry.path.exists():
+            # Pushed: a late pusher that still creates the lock only looks the key up.
+            lock_path.unlink(missing_ok=True)
+
+
+def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -239,12 +263,12 @@ def push(entry: Entry, client: RegistryClient) -> ModelVersion:
     except MlflowException as exc:
         if _unreachable(client):
             msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc.message}"
-            raise RegistryUnavailableError(msg) from None
+            raise RegistryUnavailableError(redact(msg)) from None
         raise from_mlflow_exception(exc, action=f"log the model for {entry.name!r}") from None
     except OSError as exc:
         if _unreachable(client):
             msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc}"
-            raise RegistryUnavailableError(msg) from None
+            raise RegistryUnavailableError(redact(msg)) from None
         raise
 
     entry.attempts += 1

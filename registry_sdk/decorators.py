@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from registry_sdk import _tags
-from registry_sdk.errors import RegistryUnavailableError
+from registry_sdk.errors import RegistryUnavailableError, redact
 from registry_sdk.refs import validate_alias, validate_model_name
 
 if TYPE_CHECKING:
@@ -207,7 +207,9 @@ def _tracking(client: RegistryClient, tags: Mapping[str, str]) -> Iterator[tuple
             with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
                 run = _start_run(tags)
         except Exception as exc:  # noqa: BLE001 - any failure to start means "no server"
-            logger.warning("could not start an MLflow run (%s); training without one", exc)
+            logger.warning(
+                "could not start an MLflow run (%s); training without one", redact(str(exc))
+            )
             yield None, False
             return
         try:
@@ -231,7 +233,7 @@ def _end_run(status: str, client: RegistryClient) -> None:
         with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
             mlflow.end_run(status)
     except Exception as exc:  # noqa: BLE001 - the server may be gone; the outbox has the data
-        logger.warning("could not end the MLflow run: %s", exc)
+        logger.warning("could not end the MLflow run: %s", redact(str(exc)))
 
 
 def _split(result: object) -> tuple[object, Mapping[str, float]]:
@@ -435,7 +437,9 @@ def _log_params(params: Mapping[str, str], client: RegistryClient) -> None:
         with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
             mlflow.log_params(dict(params))
     except Exception as exc:  # noqa: BLE001 - the outbox keeps them; push logs them later
-        logger.warning("could not log params now (%s); they will be logged on push", exc)
+        logger.warning(
+            "could not log params now (%s); they will be logged on push", redact(str(exc))
+        )
 
 
 @overload
