@@ -115,10 +115,11 @@ def export(client: RegistryClient, names: Sequence[str] | None, to: Path) -> Pat
             )
         progress.advance(1)
     progress.close()
+    # Only the top-level manifest is left out: a model may have a file of that name too.
     files = {
         p.relative_to(to).as_posix(): sha256_file(p)
         for p in sorted(to.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(to).as_posix() != MANIFEST
     }
     _write_json(
         to / MANIFEST,
@@ -154,7 +155,7 @@ def verify_export(path: Path) -> dict[str, Any]:
     present = {
         p.relative_to(path).as_posix()
         for p in path.rglob("*")
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.relative_to(path).as_posix() != MANIFEST
     }
     for rel in sorted(set(expected) - present):
         msg = f"export file {rel} is missing from {path}"
@@ -176,8 +177,11 @@ def _import_key(source: str, name: str, version: int, original: str | None) -> s
 
 
 def _find_run(tracking: Any, experiment_id: str, key: str) -> str | None:
+    # Only a FINISHED run has all its artifacts: one left RUNNING was interrupted mid-upload.
     runs = tracking.search_runs(
-        [experiment_id], filter_string=f"tags.`{IMPORT_KEY}` = '{key}'", max_results=1
+        [experiment_id],
+        filter_string=f"tags.`{IMPORT_KEY}` = '{key}' AND attributes.status = 'FINISHED'",
+        max_results=1,
     )
     return runs[0].info.run_id if runs else None
 
@@ -258,13 +262,16 @@ def import_(
     created: dict[str, str] = {}
     existing: dict[str, str] = {}
     aliases: dict[str, str] = {}
-    for mdir in sorted((path / "models").iterdir()):
+    models = path / "models"  # absent from the export of an empty registry
+    for mdir in sorted(models.iterdir()) if models.is_dir() else []:
         info = json.loads((mdir / "model.json").read_text(encoding="utf-8"))
         source_name = info["name"]
         name = (rename or {}).get(source_name, source_name)
         client.create_model(name, description=info.get("description"), exist_ok=True)
         mapping: dict[int, int] = {}
-        vdirs = sorted((mdir / "versions").iterdir(), key=lambda p: int(p.name))
+        # A model without versions is exported without a versions directory.
+        vroot = mdir / "versions"
+        vdirs = sorted(vroot.iterdir(), key=lambda p: int(p.name)) if vroot.is_dir() else []
         for vdir in vdirs:
             mv = ModelVersion.from_json(json.loads((vdir / "version.json").read_text("utf-8")))
             key = _import_key(source, source_name, mv.version, mv.tags.get(_tags.IDEMPOTENCY_KEY))
@@ -274,23 +281,25 @@ def import_(
             found = client.find_version_by_key(name, key)
             label = f"{source_name}/{mv.version}"
             if found is not None:
-                mapping[mv.version] = found.version
+                new = found
                 existing[label] = found.ref
-                continue
-            run_id, artifact_uri = _upload(client, vdir, key, mv)
-            tags = {k: v for k, v in mv.tags.items() if k != _tags.IDEMPOTENCY_KEY}
-            tags[IMPORTED_FROM] = provenance
-            new = client.create_version(
-                name,
-                artifact_uri,
-                run_id=run_id,
-                tags=tags,
-                description=mv.description,
-                idempotency_key=key,
-            )
+            else:
+                run_id, artifact_uri = _upload(client, vdir, key, mv)
+                tags = {k: v for k, v in mv.tags.items() if k != _tags.IDEMPOTENCY_KEY}
+                tags[IMPORTED_FROM] = provenance
+                new = client.create_version(
+                    name,
+                    artifact_uri,
+                    run_id=run_id,
+                    tags=tags,
+                    description=mv.description,
+                    idempotency_key=key,
+                )
+                created[label] = new.ref
             mapping[mv.version] = new.version
-            created[label] = new.ref
-            if mv.current_stage not in ("None", ""):
+            # Checked for a version found again too: an interrupted import may have made it
+            # without reaching this step.
+            if mv.current_stage not in ("None", "") and new.current_stage != mv.current_stage:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     client.backend.transition_stage(

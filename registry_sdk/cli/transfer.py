@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import click
 
 from registry_sdk.cli._common import echo_json, json_option, make_client
@@ -27,7 +30,10 @@ def export_cmd(ctx: click.Context, names: tuple[str, ...], to: str, as_json: boo
 @click.pass_context
 def import_cmd(ctx: click.Context, path: str, as_json: bool) -> None:
     """Import an export (checksums verified first; running it again creates nothing new)."""
-    report = make_client(ctx).import_(path)
+    # MLflow prints "View run ..." links to stdout when an import ends a run on a server:
+    # stdout is for the report (JSON must parse), so they go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        report = make_client(ctx).import_(path)
     if as_json:
         echo_json(report.to_dict())
         return
