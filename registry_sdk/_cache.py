@@ -9,8 +9,8 @@ Layout under ``cache_dir``::
 
 A version is filled into a temporary directory under a file lock and renamed into place, so a
 reader never sees half a model and two processes filling the same version download it once.
-Every directory is private to the user (0700), every file 0600. Names are percent-escaped, so
-no model name or alias can point outside the cache.
+Every directory is private to the user (0700), every file 0600. Names are escaped (see
+``_escape``), so no model name or alias can point outside the cache.
 """
 
 from __future__ import annotations
@@ -46,17 +46,19 @@ LOCK_TIMEOUT_S = 600.0
 def _escape(component: str) -> str:
     """A single, safe path component for any string (names, aliases, registry ids).
 
-    Injective: ``quote`` is; a leading ``.`` becomes ``%2E`` (as if quote escaped dots); and
-    the empty and the shortened forms contain ``%-``, which no quoted string does.
+    Percent-escaping, with ``+`` for ``%``: MLflow's loaders take a local path for a URI and
+    decode any ``%XX`` in it. Injective: ``quote`` is, and never outputs ``+``; a leading ``.``
+    becomes ``+2E`` (as if quote escaped dots); the empty and the shortened forms contain
+    ``+-``, which no other form does (there, ``+`` is always followed by two hex digits).
     """
-    escaped = quote(component, safe="", errors="surrogatepass")
+    escaped = quote(component, safe="", errors="surrogatepass").replace("%", "+")
     if escaped.startswith("."):
-        escaped = "%2E" + escaped[1:]
+        escaped = "+2E" + escaped[1:]
     if not escaped:
-        escaped = "%-"
+        escaped = "+-"
     if len(escaped) > _MAX_COMPONENT:
         digest = hashlib.sha256(component.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        escaped = f"{escaped[:80]}%-{digest}"
+        escaped = f"{escaped[:80]}+-{digest}"
     return escaped
 
 
