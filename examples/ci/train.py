@@ -13,6 +13,7 @@ Usage: ``python train.py [--name NAME] [--alias ALIAS] [--C 1.0] [--seed 0]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # The arrays become data fingerprints, the scalars params, the dict the version's metrics.
     registered = rs.register(args.name, alias=args.alias)(train)
-    registered(X_train, y_train, C=args.C, seed=args.seed)
+    # stdout carries one JSON line (CI pipes it into a file); MLflow's run links go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        registered(X_train, y_train, C=args.C, seed=args.seed)
 
     version = registered.last_version
     if version is None:  # the registry was unreachable: the model waits in the local outbox

@@ -168,12 +168,33 @@ class LocalBackend:
         }
         if model_id is not None:
             kwargs["model_id"] = model_id
-        mv = self._call(
-            lambda: self._client.create_model_version(name, source, **kwargs),
-            f"create a version of {name!r}",
-            "model",
-        )
+        with self._global_tracking_uri(source):
+            mv = self._call(
+                lambda: self._client.create_model_version(name, source, **kwargs),
+                f"create a version of {name!r}",
+                "model",
+            )
         return ModelVersion.from_mlflow(mv)
+
+    @contextmanager
+    def _global_tracking_uri(self, source: str) -> Iterator[None]:
+        """Point MLflow's global tracking URI at this backend's while a version is created.
+
+        MLflow's SQL registry store looks a ``models:/<model id>`` source up with a bare
+        ``MlflowClient()``, i.e. through the global tracking URI (a TODO in MLflow), so with any
+        other registry than the global one the logged model is "not found".
+        """
+        import mlflow
+
+        if not source.startswith("models:/"):
+            yield
+            return
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None  # type: ignore[no-untyped-call]
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         """Fetch one version."""
@@ -371,10 +392,18 @@ class LocalBackend:
 
     def test_webhook(self, webhook_id: str, event: str | None) -> WebhookTestResult:
         """Send a test delivery from this process."""
-        result = self._call(
-            lambda: self._client.test_webhook(webhook_id, event=event),  # type: ignore[arg-type]
-            f"test webhook {webhook_id!r}",
-        )
+        from mlflow.entities.webhook import WebhookEvent
+        from mlflow.webhooks.delivery import test_webhook as send_test_delivery
+
+        def send() -> Any:
+            # MLflow's SQL store raises NotImplementedError for test_webhook; do what its server
+            # does instead: read the webhook (with its secret) and deliver the example payload.
+            store = self._client._get_registry_client().store  # type: ignore[no-untyped-call]  # noqa: SLF001
+            hook = store.get_webhook(webhook_id)
+            wanted = WebhookEvent.from_str(event) if event else None  # type: ignore[arg-type]
+            return send_test_delivery(hook, wanted)
+
+        result = self._call(send, f"test webhook {webhook_id!r}")
         return WebhookTestResult(
             success=bool(result.success),
             status=getattr(result, "response_status", None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -29,7 +30,10 @@ def push(ctx: click.Context, as_json: bool) -> None:
     """Register the models waiting in the local outbox (each exactly once)."""
     from registry_sdk._outbox import push_pending
 
-    pushed = push_pending(make_client(ctx))
+    # MLflow prints "View run ..." links to stdout when a push ends a run: stdout is for the
+    # result (JSON must parse), so they go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        pushed = push_pending(make_client(ctx))
     if as_json:
         echo_json([v.to_dict() for v in pushed])
     else:

@@ -116,3 +116,29 @@ def client(request: pytest.FixtureRequest, tmp_path: Path):
         max_retries=1,
     ) as registry:
         yield registry
+
+
+#: What an ``mlflow server`` needs to deliver webhooks to a receiver on loopback over plain http;
+#: no webhook cache (its default is 60 s), so each event goes to the webhooks that exist now.
+WEBHOOK_SERVER_ENV = {
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_webhooks(tmp_path_factory: pytest.TempPathFactory):
+    """An ``mlflow server`` (SQLite) that delivers webhooks to loopback http receivers.
+
+    Shared by the CLI, webhook and serve tests; each test uses its own model names and deletes
+    the webhooks it creates.
+    """
+    workdir = tmp_path_factory.mktemp("server-webhooks")
+    server = MlflowServer("server-webhooks", f"sqlite:///{workdir / 'mlflow.db'}", workdir)
+    server.extra_env.update(WEBHOOK_SERVER_ENV)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
