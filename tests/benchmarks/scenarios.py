@@ -122,8 +122,7 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
         name="load_native_vs_unpickle",
         description="load_model('rf@prod', flavor='native') + predict vs bare unpickle + predict",
         ours=cmd(
-            f"import registry_sdk as rs; {_X}; "
-            "rs.load_model('rf@prod', flavor='native').predict(X)"
+            f"import registry_sdk as rs; {_X}; rs.load_model('rf@prod', flavor='native').predict(X)"
         ),
         baseline=cmd(
             f"import pickle, glob; {_X}; "
@@ -134,9 +133,28 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
         repeat=repeat,
         warmup=1,
         setup=setup,
+    )
+    registry_bin = str(Path(PY).parent / "registry")
+    cli = Scenario(
+        name="cli_versions_json",
+        description="`registry versions rf --json` vs a python -c listing them with MlflowClient",
+        ours=[
+            "sh",
+            "-c",
+            f'MLFLOW_TRACKING_URI="$(cat uri)" exec {registry_bin} versions rf --json',
+        ],
+        baseline=cmd(
+            "import json; from mlflow import MlflowClient; "
+            "print(json.dumps([dict(v) for v in "
+            "MlflowClient().search_model_versions(\"name = 'rf'\")], default=str))"
+        ),
+        target_ratio=0.2,
+        repeat=repeat,
+        warmup=1,
+        setup=setup,
         teardown=_RfServer.stop,
     )
-    return [pyfunc, native]
+    return [pyfunc, native, cli]
 
 
 def all_scenarios(repeat: int) -> list[Scenario]:
