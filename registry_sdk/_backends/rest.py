@@ -13,7 +13,7 @@ import re
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -113,12 +113,12 @@ class RestBackend:
 
     # ---------------------------------------------------------------------------- transport
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
+    def _delay(self, exc: BaseException | None, attempt: int) -> float:
+        """How long to wait after failed attempt ``attempt`` (1-based)."""
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             # Honour the server's wish, but never wait longer than one call may take.
             return min(exc.retry_after, self._timeout)
-        return backoff(state.attempt_number)
+        return backoff(attempt)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -189,23 +189,41 @@ class RestBackend:
         retry: bool = True,
         stream: bool = False,
     ) -> requests.Response:
-        """Send one API call, retrying transient failures unless ``retry`` is false."""
-        attempts = self.settings.max_retries + 1 if retry else 1
+        """Send one API call, retrying transient failures unless ``retry`` is false.
+
+        The first attempt runs without tenacity, so the happy path never imports it; only a
+        transient failure brings in the retry machinery for the remaining attempts.
+        """
+        args = (method, self.uri + endpoint, params, body, subject, action, stream)
+        try:
+            return self._attempt(*args)
+        except _Transient as first:
+            if not retry or self.settings.max_retries == 0:
+                raise self._final(first) from None
+            delay = self._delay(first, 1)
+            logger.info("retrying after %s (attempt 1, waiting %.2fs)", first, delay)
+            self._sleep(delay)
         policy = retrying(
-            attempts=attempts,
+            attempts=self.settings.max_retries,
             retry_on=_Transient,
             sleep=self._sleep,
-            wait=self._wait,
+            # Attempt numbers continue after the first, untimed attempt above.
+            wait=lambda state: self._delay(
+                state.outcome.exception() if state.outcome else None, state.attempt_number + 1
+            ),
             before_sleep=self._log_retry,
         )
         try:
-            return policy(
-                self._attempt, method, self.uri + endpoint, params, body, subject, action, stream
-            )
+            return policy(self._attempt, *args)
         except _Transient as final:
-            if isinstance(final.error, RegistryUnavailableError):
-                final.error.retry_after = final.retry_after
-            raise final.error from None
+            raise self._final(final) from None
+
+    @staticmethod
+    def _final(transient: _Transient) -> RegistryError:
+        error = transient.error
+        if isinstance(error, RegistryUnavailableError):
+            error.retry_after = transient.retry_after
+        return error
 
     def _json(
         self,
@@ -489,6 +507,14 @@ class RestBackend:
         if not isinstance(uri, str):
             msg = f"{action}: artifact_uri is not a string"
             raise InvalidResponseError(msg)
+        try:
+            usable = bool(urlsplit(uri).scheme) or uri.startswith("/")
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            usable = False
+        if not usable:
+            # Empty, relative or unparsable: a relative path would name *our* working directory.
+            msg = f"{action}: artifact_uri {uri!r} is neither a URI nor an absolute path"
+            raise InvalidResponseError(msg)
         return uri
 
     # ---------------------------------------------------------------------------- aliases
@@ -565,9 +591,9 @@ class RestBackend:
         action = f"get run {run_id!r}"
         data = self._json("GET", "/runs/get", params={"run_id": run_id}, action=action)
         run = self._field(data, "run", action)
-        experiment_id = (
-            (run.get("info") or {}).get("experiment_id") if isinstance(run, dict) else None
-        )
+        # The run is checked by RunData.from_json; here a malformed one just has no experiment.
+        info = run.get("info") if isinstance(run, dict) else None
+        experiment_id = info.get("experiment_id") if isinstance(info, dict) else None
         name = None
         if experiment_id is not None:
             try:
@@ -577,7 +603,8 @@ class RestBackend:
                     params={"experiment_id": str(experiment_id)},
                     action=f"get experiment {experiment_id}",
                 )
-                name = (exp.get("experiment") or {}).get("name")
+                experiment = exp.get("experiment")
+                name = experiment.get("name") if isinstance(experiment, dict) else None
             except RegistryError:
                 name = None
         return RunData.from_json(run, experiment_name=name if isinstance(name, str) else None)
@@ -710,6 +737,9 @@ class RestBackend:
             attempts=self.settings.max_retries + 1,
             retry_on=_Transient,
             sleep=self._sleep,
+            wait=lambda state: self._delay(
+                state.outcome.exception() if state.outcome else None, state.attempt_number
+            ),
             before_sleep=self._log_retry,
         )
         try:

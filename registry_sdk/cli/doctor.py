@@ -14,7 +14,7 @@ from registry_sdk.errors import redact
 
 
 @click.command()
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
+@click.option("--tracking-uri", help="MLflow tracking URI (overrides the global option).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 @click.pass_context
 def doctor(ctx: click.Context, tracking_uri: str | None, as_json: bool) -> None:

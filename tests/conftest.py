@@ -1,0 +1,22 @@
+"""Isolation shared by every test: MLflow's process-wide tracking state is restored after each."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_globals():
+    """``mlflow.set_tracking_uri`` also writes MLFLOW_TRACKING_URI into the environment; undo it."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None and getattr(utils, "_tracking_uri", None) is not None:
+        utils._tracking_uri = saved.get("MLFLOW_TRACKING_URI")
