@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -41,6 +42,8 @@ _MAX_COMPONENT = 120
 _CHUNK = 1 << 20
 #: How long a process waits for another one filling the same version.
 LOCK_TIMEOUT_S = 600.0
+#: An escape sequence quote() made (kept as is), or an ASCII capital (escaped in turn).
+_CAPITAL = re.compile(r"%[0-9A-F]{2}|[A-Z]")
 
 
 def _escape(component: str) -> str:
@@ -50,10 +53,17 @@ def _escape(component: str) -> str:
     decode any ``%XX`` in it. Injective: ``quote`` is, and never outputs ``+``; a leading ``.``
     becomes ``+2E`` (as if quote escaped dots); the empty and the shortened forms contain
     ``+-``, which no other form does (there, ``+`` is always followed by two hex digits).
+    Capitals are escaped too (``C`` -> ``+43``) and so is a trailing ``.``: case-insensitive
+    file systems (macOS, Windows) would otherwise give ``Churn`` and ``churn`` one folder,
+    and Windows drops a trailing dot (``x.`` would be ``x``).
     """
-    escaped = quote(component, safe="", errors="surrogatepass").replace("%", "+")
+    escaped = quote(component, safe="", errors="surrogatepass")
+    escaped = _CAPITAL.sub(lambda m: m[0] if m[0][0] == "%" else f"%{ord(m[0]):02X}", escaped)
+    escaped = escaped.replace("%", "+")
     if escaped.startswith("."):
         escaped = "+2E" + escaped[1:]
+    if escaped.endswith("."):
+        escaped = escaped[:-1] + "+2E"
     if not escaped:
         escaped = "+-"
     if len(escaped) > _MAX_COMPONENT:
@@ -165,7 +175,7 @@ class ModelCache:
                 fast=data.get("fast"),
                 created_at=float(data.get("created_at", 0.0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # any shape but ours
             msg = f"the cache manifest of {name}/{version} at {path} is unreadable: {exc}"
             raise CacheIntegrityError(msg) from None
 
@@ -213,6 +223,11 @@ class ModelCache:
             if existing is not None and not existing.check():
                 return existing
             final = self.version_dir(mv.name, mv.version)
+            # A fill killed mid-download leaves its temp dir behind (an eviction, its trash).
+            # We hold the version's lock, so no live process is using them: remove them.
+            for stale in (".tmp", ".old"):
+                for leftover in final.parent.glob(f"{stale}-{final.name}-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
             tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
             _private_dir(tmp)
             try:

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from registry_sdk._progress import Progress
+from registry_sdk.errors import RegistryError, from_mlflow_exception, redact
 
 if TYPE_CHECKING:
     from registry_sdk._backends.base import Backend
@@ -55,7 +56,11 @@ def download(
     """Put the artifacts at ``artifact_uri`` into ``dest`` (which must not exist yet)."""
     local = _local_path(artifact_uri)
     if local is not None:
-        _copy_tree(local, dest, label)
+        try:
+            _copy_tree(local, dest, label)
+        except OSError as exc:  # missing or unreadable here: typed, like any other failure
+            msg = f"{label}: cannot copy the artifacts from {artifact_uri!r}: {exc}"
+            raise RegistryError(redact(msg)) from None
         return
     scheme = urlsplit(artifact_uri).scheme
     from registry_sdk._backends.rest import RestBackend
@@ -64,8 +69,15 @@ def download(
         backend.download_artifacts(urlsplit(artifact_uri).path.lstrip("/"), dest, label=label)
         return
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     dest.mkdir(parents=True, exist_ok=True)
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=artifact_uri, dst_path=str(dest), tracking_uri=settings.tracking_uri
-    )
+    try:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=artifact_uri, dst_path=str(dest), tracking_uri=settings.tracking_uri
+        )
+    except MlflowException as exc:
+        raise from_mlflow_exception(exc, action=f"download the artifacts of {label}") from None
+    except OSError as exc:  # includes requests' connection errors
+        msg = f"{label}: downloading the artifacts from {artifact_uri!r} failed: {exc}"
+        raise RegistryError(redact(msg)) from None

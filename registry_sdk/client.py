@@ -180,6 +180,14 @@ class RegistryClient:
         validate_model_name(name)
         tags = dict(tags or {})
 
+        if exist_ok:
+            # Re-training an existing model is the common case: one read instead of a failed
+            # create and a read.
+            try:
+                return self.backend.get_model(name)
+            except ModelNotFoundError:
+                pass
+
         def attempt(state: list[int]) -> RegisteredModel:
             state[0] += 1
             try:
@@ -464,6 +472,7 @@ class RegistryClient:
         """
         from registry_sdk import lifecycle
 
+        validate_alias(to)  # before any request: refused alike online, offline or unreachable
         return lifecycle.promote(
             self, self.resolve(ref), to=to, require=tuple(require), reason=reason, force=force
         )

@@ -9,6 +9,7 @@ differs from the last recorded event.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import operator
@@ -41,7 +42,7 @@ from registry_sdk.errors import (
     PromotionRejectedError,
     RegistryError,
 )
-from registry_sdk.refs import ModelRef, validate_alias
+from registry_sdk.refs import MAX_NAME_LENGTH, ModelRef, validate_alias
 
 if TYPE_CHECKING:
     from registry_sdk.client import RegistryClient
@@ -59,7 +60,13 @@ LOCK_WAIT_S = 120.0
 
 
 def _lock_name(name: str, alias: str) -> str:
-    return f"{LOCK_PREFIX}{name}.{alias}"
+    readable = f"{LOCK_PREFIX}{name}.{alias}"
+    if len(readable) <= MAX_NAME_LENGTH:
+        return readable
+    # A long model name: the lock must still be a valid name (MLflow stores 256 characters).
+    # No "." after the prefix, so it never equals a readable lock ("<name>.<alias>").
+    digest = hashlib.sha256(f"{name}\x00{alias}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{LOCK_PREFIX}{digest}"
 
 
 @contextmanager

@@ -93,9 +93,10 @@ def _alias_problem(alias: str) -> str | None:
         return "the alias is empty"
     if len(alias) > MAX_ALIAS_LENGTH:
         return f"the alias is {len(alias)} characters long, at most {MAX_ALIAS_LENGTH} are allowed"
-    if not _ALIAS_RE.match(alias):
+    # fullmatch, not match: "$" also matches before a trailing newline ("prod\n").
+    if not _ALIAS_RE.fullmatch(alias):
         return f"the alias {alias!r} may only contain letters, digits, '_' and '-'"
-    if _VERSION_LIKE_ALIAS.match(alias):
+    if _VERSION_LIKE_ALIAS.fullmatch(alias):
         return f"the alias {alias!r} looks like a version; write NAME/{alias[1:]} for a version"
     return None
 
@@ -249,7 +250,7 @@ def _parse_slash(text: str, name: str, target: str) -> ModelRef:
     _check_name(text, name)
     if not target:
         raise _fail(text, "the version or stage after '/' is empty")
-    if _VERSION_RE.match(target):
+    if _VERSION_RE.fullmatch(target):
         return ModelRef.of_version(name, int(target))
     if target.lower() in _STAGE_BY_LOWER:
         return ModelRef.of_stage(name, target)

@@ -680,11 +680,14 @@ class RestBackend:
             try:
                 files = response.json().get("files") or []
             except (ValueError, AttributeError):
+                files = None
+            if not isinstance(files, list):
                 msg = f"{action}: the server's reply is not an artifact listing"
-                raise InvalidResponseError(msg) from None
+                raise InvalidResponseError(msg)
             for item in files:
                 name = item.get("path") if isinstance(item, dict) else None
-                if not isinstance(name, str) or not _SAFE_ARTIFACT_NAME.match(name):
+                # fullmatch: "$" alone would let a trailing newline through.
+                if not isinstance(name, str) or not _SAFE_ARTIFACT_NAME.fullmatch(name):
                     msg = f"{action}: refusing the unsafe artifact name {name!r}"
                     raise InvalidResponseError(msg)
                 child = f"{folder}/{name}" if folder else name

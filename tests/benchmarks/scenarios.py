@@ -53,7 +53,7 @@ def register_scenario(repeat: int) -> Scenario:
         ours=[PY, str(JOBS / "register_ours.py")],
         baseline=[PY, str(JOBS / "register_mlflow.py")],
         target_ratio=0.4,
-        repeat=max(3, repeat // 3),
+        repeat=max(5, repeat // 2),
         warmup=1,
         setup=_create_sqlite_registry,
         env={"REGISTRY_SDK_CACHE_DIR": ".registry-sdk-cache", "MLFLOW_TRACKING_URI": ""},
