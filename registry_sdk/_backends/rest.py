@@ -282,6 +282,15 @@ class RestBackend:
         return items
 
     @staticmethod
+    def _search_params(
+        filter: str | None, order_by: Sequence[str], max_results: int, page_token: str | None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_results": max_results}
+        optional = {"filter": filter, "order_by": list(order_by), "page_token": page_token}
+        params.update({k: v for k, v in optional.items() if v})
+        return params
+
+    @staticmethod
     def _token(data: Mapping[str, Any]) -> str | None:
         token = data.get("next_page_token")
         return token if isinstance(token, str) and token else None
@@ -318,13 +327,7 @@ class RestBackend:
         page_token: str | None,
     ) -> Page[RegisteredModel]:
         """One page of registered models."""
-        params: dict[str, Any] = {"max_results": max_results}
-        if filter:
-            params["filter"] = filter
-        if order_by:
-            params["order_by"] = list(order_by)
-        if page_token:
-            params["page_token"] = page_token
+        params = self._search_params(filter, order_by, max_results, page_token)
         action = "search models"
         data = self._json("GET", "/registered-models/search", params=params, action=action)
         items = self._list(data, "registered_models", action)
@@ -439,13 +442,7 @@ class RestBackend:
         page_token: str | None,
     ) -> Page[ModelVersion]:
         """One page of model versions."""
-        params: dict[str, Any] = {"max_results": max_results}
-        if filter:
-            params["filter"] = filter
-        if order_by:
-            params["order_by"] = list(order_by)
-        if page_token:
-            params["page_token"] = page_token
+        params = self._search_params(filter, order_by, max_results, page_token)
         action = "search versions"
         data = self._json("GET", "/model-versions/search", params=params, action=action)
         items = self._list(data, "model_versions", action)
