@@ -25,6 +25,7 @@ from registry_sdk.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     InvalidSignatureError,
+    WebhookVerifier,
     verify_signature,
 )
 
@@ -54,6 +55,7 @@ class Receiver:
     def __init__(self, secret: str) -> None:
         self.secret = secret
         self.clock = time.time
+        self.verifier = WebhookVerifier()  # remembers what this receiver accepted
         self.deliveries: list[Delivery] = []
         self._changed = threading.Condition()
         receiver = self
@@ -63,7 +65,13 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = dict(self.headers.items())
                 try:
-                    payload = verify_signature(body, headers, receiver.secret, now=receiver.clock())
+                    payload = verify_signature(
+                        body,
+                        headers,
+                        receiver.secret,
+                        now=receiver.clock(),
+                        verifier=receiver.verifier,
+                    )
                 except InvalidSignatureError as exc:
                     delivery = Delivery(headers, body, 401, None, str(exc))
                 else:
@@ -198,8 +206,9 @@ def test_a_tampered_or_replayed_delivery_is_rejected(client, receiver, webhook):
     body, headers = genuine.body, genuine.headers
     sent_at = float(headers[TIMESTAMP_HEADER])
 
-    # The captured delivery verifies as received ...
-    assert verify_signature(body, headers, SECRET) == genuine.payload
+    # The captured delivery verifies as received (by a verifier that has not seen it yet) ...
+    checker = WebhookVerifier()
+    assert verify_signature(body, headers, SECRET, verifier=checker) == genuine.payload
     # ... but not with its body changed (here: a different version to deploy),
     tampered = body.replace(b'"version": "1"', b'"version": "2"')
     assert tampered != body
@@ -214,22 +223,27 @@ def test_a_tampered_or_replayed_delivery_is_rejected(client, receiver, webhook):
     with pytest.raises(InvalidSignatureError, match="does not match"):
         verify_signature(body, headers, "not-the-secret")
     lowered = {k.lower(): v for k, v in headers.items()}
-    assert verify_signature(body, lowered, SECRET) == genuine.payload
+    assert verify_signature(body, lowered, SECRET, verifier=WebhookVerifier()) == genuine.payload
+    # ... nor a second time, while it is still fresh (a replay), whatever the headers' case,
+    with pytest.raises(InvalidSignatureError, match="already accepted: rejected as a replay"):
+        verify_signature(body, lowered, SECRET, verifier=checker)
     lowered[DELIVERY_ID_HEADER.lower()] = "forged-id"
     with pytest.raises(InvalidSignatureError, match="does not match"):
         verify_signature(body, lowered, SECRET)
 
-    # The receiver, over HTTP: the tampered body and a replay an hour later get 401.
+    # The receiver, over HTTP: the tampered body, a replay an hour later and a replay at once
+    # (the receiver accepted this delivery already) all get 401.
     count = len(receiver.deliveries)
     assert receiver.send(tampered, headers) == 401
     receiver.clock = lambda: sent_at + 3600
     assert receiver.send(body, headers) == 401
     receiver.clock = time.time
-    assert receiver.send(body, headers) == 200  # the same bytes, fresh: accepted
+    assert receiver.send(body, headers) == 401
     outcomes = receiver.deliveries[count:]
-    assert [d.status for d in outcomes] == [401, 401, 200]
+    assert [d.status for d in outcomes] == [401, 401, 401]
     assert "does not match" in outcomes[0].error
     assert "stale or replayed" in outcomes[1].error
+    assert "rejected as a replay" in outcomes[2].error
 
 
 def test_a_receiver_with_another_secret_rejects_real_deliveries(client, receiver, webhook):
@@ -242,7 +256,10 @@ def test_a_receiver_with_another_secret_rejects_real_deliveries(client, receiver
     assert delivery.status == 401
     assert delivery.payload is None
     assert "does not match" in delivery.error
-    assert verify_signature(delivery.body, delivery.headers, "the-servers-secret-only")["data"] == {
+    payload = verify_signature(
+        delivery.body, delivery.headers, "the-servers-secret-only", verifier=WebhookVerifier()
+    )
+    assert payload["data"] == {
         "name": name,
         "alias": "prod",
         "version": "1",
