@@ -5,13 +5,19 @@ from __future__ import annotations
 import math
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import attrs
 
-from registry_sdk.errors import redact, register_secret
+from registry_sdk.errors import (
+    ConfigurationError,
+    redact,
+    register_basic_auth,
+    register_secret,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,6 +79,30 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "registry_sdk"
 
 
+#: Store URIs without a scheme that are not paths (MLflow's names for Databricks).
+_NAMED_STORES = frozenset({"databricks", "databricks-uc", "uc"})
+
+
+def absolute_store_uri(uri: str) -> str:
+    """``uri`` with a relative database file or directory made absolute.
+
+    ``sqlite:///mlflow.db`` (the default), ``file:mlruns`` and bare paths name a different
+    store in every working directory: a client is bound to the one of the directory it was
+    created in, and two projects never share a cache namespace because their URIs read alike.
+    """
+    scheme, sep, rest = uri.partition(":")
+    if not sep or len(scheme) == 1:  # a bare path (or a Windows drive letter)
+        return uri if uri in _NAMED_STORES or not uri else str(Path(uri).resolve())
+    if scheme.split("+")[0].lower() == "sqlite" and rest.startswith("///"):
+        path, qsep, query = rest[3:].partition("?")
+        if path and not Path(path).is_absolute() and path != ":memory:":
+            return f"{scheme}:///{Path(path).resolve()}{qsep}{query}"
+        return uri
+    if scheme.lower() == "file" and not rest.startswith("/"):
+        return f"{scheme}:{Path(rest).resolve()}"
+    return uri
+
+
 def strip_userinfo(uri: str) -> str:
     """``uri`` without a ``user:password@`` part, safe to print."""
     parts = urlsplit(uri)
@@ -80,6 +110,106 @@ def strip_userinfo(uri: str) -> str:
         return uri
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+#: Where MLflow reads HTTP credentials from.
+_TOKEN_VAR = "MLFLOW_TRACKING_TOKEN"  # noqa: S105 - a name, not a secret
+_USERNAME_VAR = "MLFLOW_TRACKING_USERNAME"
+_PASSWORD_VAR = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a name, not a secret
+#: Unicode categories of characters nobody sees: controls, format characters (a BOM, a
+#: zero-width space) and line or paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+_LATIN_1_MAX = 0xFF
+
+
+def _registry_source(
+    tracking_uri: str | None, registry_uri: str | None, env: Mapping[str, str]
+) -> str:
+    """Where the registry URI came from, to name it in an error (same precedence as resolve)."""
+    if registry_uri:
+        return "the registry_uri argument"
+    if env.get("MLFLOW_REGISTRY_URI"):
+        return "MLFLOW_REGISTRY_URI"
+    if tracking_uri:
+        return "the tracking_uri argument"
+    return "MLFLOW_TRACKING_URI"
+
+
+def _unsendable(char: str, *, bearer: bool, username: bool) -> str | None:
+    """Why ``char`` cannot be part of the credential, or None when it can."""
+    if unicodedata.category(char) in _INVISIBLE:
+        return f"an invisible or control character (U+{ord(char):04X})"
+    if bearer and not char.isascii():
+        return "a non-ASCII character"
+    if ord(char) > _LATIN_1_MAX:
+        return "a character outside Latin-1, which HTTP basic authentication cannot send"
+    if username and char == ":":
+        return "a colon, which HTTP basic authentication cannot carry in a user name"
+    return None
+
+
+def _credential(
+    raw: str | None, source: str, *, bearer: bool = False, username: bool = False
+) -> str | None:
+    """``raw`` without surrounding whitespace (None when nothing is left), checked to be sendable.
+
+    A value read from a file often ends in a newline; sent as is, it breaks the header and the
+    HTTP library's error quotes it. The error raised here names ``source`` and the position,
+    never the value.
+    """
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    for position, char in enumerate(value, start=1):
+        problem = _unsendable(char, bearer=bearer, username=username)
+        if problem is None:
+            continue
+        rule = (
+            "a bearer token is printable ASCII"
+            if bearer
+            else "a user name and password must be printable text that fits in an HTTP header"
+        )
+        msg = (
+            f"{source} has {problem} at position {position} (counting from 1, surrounding "
+            f"whitespace ignored; the value is not shown): {rule}"
+        )
+        raise ConfigurationError(msg)
+    return value
+
+
+def _credentials(
+    env: Mapping[str, str], parts: SplitResult, *, uri_source: str
+) -> tuple[str | None, str | None, str | None]:
+    """The token, user name and password: from the environment, else from the URI's user-info.
+
+    Every secret is registered for redaction, in every form it was given, before it is checked.
+    """
+    raw_token = env.get(_TOKEN_VAR)
+    raw_password = env.get(_PASSWORD_VAR)
+    # The user-info of a URI is percent-encoded (``p%40ss`` is ``p@ss``), as requests reads it.
+    uri_username = unquote(parts.username) if parts.username else None
+    uri_password = unquote(parts.password) if parts.password else None
+    for secret in (raw_token, raw_password, parts.password, uri_password):
+        register_secret(secret)
+
+    token = _credential(raw_token, _TOKEN_VAR, bearer=True)
+    username = _credential(env.get(_USERNAME_VAR), _USERNAME_VAR, username=True)
+    password = _credential(raw_password, _PASSWORD_VAR)
+    if parts.scheme in {"http", "https"}:
+        username = username or _credential(
+            uri_username, f"the user name in the user-info of {uri_source}", username=True
+        )
+        password = password or _credential(
+            uri_password, f"the password in the user-info of {uri_source}"
+        )
+    else:
+        # Not sent over HTTP: a database URI keeps its own credentials for its own driver.
+        username = username or (uri_username.strip() if uri_username else None) or None
+        password = password or (uri_password.strip() if uri_password else None) or None
+    register_basic_auth(username, password)
+    return token, username, password
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +228,11 @@ class Settings:
     insecure_tls: bool = False
     server_cert_path: str | None = None
     client_cert_path: str | None = None
+    #: Refuse to load versions that carry no artifact digest (``REGISTRY_SDK_REQUIRE_DIGEST``).
+    require_digest: bool = False
+    #: Accept artifact locations on this machine's file system from a remote server
+    #: (``REGISTRY_SDK_ALLOW_LOCAL_ARTIFACTS``); loopback servers always may name them.
+    allow_local_artifacts: bool = False
 
     @property
     def auth_kind(self) -> str:
@@ -123,12 +258,21 @@ class Settings:
         offline: bool | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
+        require_digest: bool | None = None,
+        allow_local_artifacts: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
-        """Resolve settings: an argument beats its environment variable, which beats the default."""
+        """Resolve settings: an argument beats its environment variable, which beats the default.
+
+        Credentials are read without surrounding whitespace. One that still cannot be sent in an
+        HTTP header raises :class:`~registry_sdk.errors.ConfigurationError`, which names where it
+        came from and the position of the fault, never the value.
+        """
         env = os.environ if env is None else env
-        tracking = tracking_uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        registry = registry_uri or env.get("MLFLOW_REGISTRY_URI") or tracking
+        tracking = absolute_store_uri(
+            tracking_uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        )
+        registry = absolute_store_uri(registry_uri or env.get("MLFLOW_REGISTRY_URI") or tracking)
         if cache_dir is None:
             cache_env = env.get("REGISTRY_SDK_CACHE_DIR")
             cache = Path(cache_env) if cache_env else default_cache_dir(env)
@@ -136,6 +280,10 @@ class Settings:
             cache = Path(cache_dir)
         if offline is None:
             offline = _flag(env, "REGISTRY_SDK_OFFLINE") or False
+        if require_digest is None:
+            require_digest = _flag(env, "REGISTRY_SDK_REQUIRE_DIGEST") or False
+        if allow_local_artifacts is None:
+            allow_local_artifacts = _flag(env, "REGISTRY_SDK_ALLOW_LOCAL_ARTIFACTS") or False
         if timeout is None:
             env_timeout = _first_number(env, "REGISTRY_SDK_TIMEOUT", "MLFLOW_HTTP_REQUEST_TIMEOUT")
             timeout = DEFAULT_TIMEOUT if env_timeout is None else env_timeout
@@ -153,11 +301,9 @@ class Settings:
 
         # Credentials embedded in the URI (http://user:pass@host) become basic auth.
         parts = urlsplit(registry)
-        username = env.get("MLFLOW_TRACKING_USERNAME") or parts.username
-        password = env.get("MLFLOW_TRACKING_PASSWORD") or parts.password
-        token = env.get("MLFLOW_TRACKING_TOKEN") or None
-        for secret in (token, password):
-            register_secret(secret)
+        token, username, password = _credentials(
+            env, parts, uri_source=_registry_source(tracking_uri, registry_uri, env)
+        )
         return cls(
             tracking_uri=tracking,
             registry_uri=strip_userinfo(registry)
@@ -173,4 +319,6 @@ class Settings:
             insecure_tls=_flag(env, "MLFLOW_TRACKING_INSECURE_TLS") or False,
             server_cert_path=env.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None,
             client_cert_path=env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
+            require_digest=bool(require_digest),
+            allow_local_artifacts=bool(allow_local_artifacts),
         )

@@ -5,6 +5,7 @@ The tree::
     RegistryError
     ├── InvalidReferenceError (ValueError)    a model reference that cannot be parsed
     ├── InvalidRequestError (ValueError)      the registry refused an argument (HTTP 400)
+    ├── ConfigurationError (ValueError)       a setting or credential that cannot be used
     ├── NotFoundError (LookupError)
     │   ├── ModelNotFoundError                no registered model of that name
     │   ├── VersionNotFoundError              no such version (or nothing matched @latest / a stage)
@@ -14,7 +15,8 @@ The tree::
     ├── RegistryUnavailableError (ConnectionError)   server down, or retries spent on 408/429/5xx
     ├── InvalidResponseError                  the server answered something that is not MLflow's API
     ├── OfflineError                          offline mode forbids the network call that was needed
-    ├── CacheIntegrityError                   a cached file does not match its manifest
+    ├── CacheIntegrityError                   files that do not match their manifest or digest
+    │   └── UnsafeArtifactError               a symlink, special file or path escaping a tree
     └── PromotionRejectedError                one or more promotion gates failed
 
 Every error raised for a server reply carries ``status`` (HTTP status, if any), ``error_code``
@@ -24,11 +26,15 @@ contains a credential: :func:`redact` scrubs URLs and known secrets before they 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
     import requests
@@ -37,6 +43,7 @@ __all__ = [
     "AliasNotFoundError",
     "AlreadyExistsError",
     "CacheIntegrityError",
+    "ConfigurationError",
     "InvalidReferenceError",
     "InvalidRequestError",
     "InvalidResponseError",
@@ -47,6 +54,7 @@ __all__ = [
     "PromotionRejectedError",
     "RegistryError",
     "RegistryUnavailableError",
+    "UnsafeArtifactError",
     "VersionNotFoundError",
     "from_mlflow_exception",
     "from_response",
@@ -122,6 +130,10 @@ class InvalidRequestError(RegistryError, ValueError):
     """The registry rejected an argument of the request (HTTP 400)."""
 
 
+class ConfigurationError(RegistryError, ValueError):
+    """A setting or credential that cannot be used, named without its value."""
+
+
 class NotFoundError(RegistryError, LookupError):
     """The registry has no such object."""
 
@@ -164,7 +176,11 @@ class OfflineError(RegistryError):
 
 
 class CacheIntegrityError(RegistryError):
-    """A cached file does not match the checksum recorded in its manifest."""
+    """Files that do not match what was recorded: the cache manifest or the registered digest."""
+
+
+class UnsafeArtifactError(CacheIntegrityError):
+    """An artifact tree holds a symlink, a special file, or a path that would escape it."""
 
 
 class PromotionRejectedError(RegistryError):
@@ -178,26 +194,186 @@ class PromotionRejectedError(RegistryError):
 # --------------------------------------------------------------------------------------------
 # Redaction
 
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)\s+[^\s'\",}]+")
+#: ``scheme://user:password@``: everything before the last ``@`` of the authority.
+#: (The look-behind starts a match only where a scheme can start: linear on long words.)
+_URL_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]+@")
+
+#: ``name=value`` in a query string or fragment (also ``;``-separated, as in connection strings).
+_QUERY_PARAM = re.compile(
+    r"(?P<lead>[?&;#])(?P<name>[^=?&;#\s'\"<>\\]+)=(?P<value>[^&;#\s'\"<>\\()\[\]{}]*)"
+)
+#: Parameter names whose value is a credential, matched case-insensitively on the whole name ...
+_SECRET_PARAMS = frozenset(
+    {"auth", "authorization", "awsaccesskeyid", "code", "googleaccessid", "pwd", "sig"}
+)
+#: ... or on its end (``X-Amz-Signature``, ``X-Goog-Credential``, ``access_token``, ``api_key``).
+_SECRET_PARAM_ENDINGS = (
+    "credential",
+    "credentials",
+    "key",
+    "passwd",
+    "password",
+    "secret",
+    "signature",
+    "token",
+)
+#: Names that end like a credential but are not one; kept so URLs stay readable.
+_PUBLIC_PARAMS = frozenset({"idempotency_key", "next_page_token", "page_token", "public_key"})
+
+#: Authentication schemes kept in front of a redacted header value (``Bearer ***``).
+_AUTH_SCHEMES = (
+    r"(?:aws4-hmac-sha256|aws|basic|bearer|digest|dpop|hoba|mutual|negotiate|ntlm|"
+    r"oauth|scram-sha-1|scram-sha-256|sharedkey|sharedkeylite|token|vapid)"
+)
+#: A credential header in any quoting style: ``Authorization: Bearer x``,
+#: ``{'Authorization': 'Bearer x'}``, ``{"authorization": "x"}``, ``(b'Authorization', b'x')``,
+#: ``HTTP_AUTHORIZATION=x``, JSON inside a repr (``\"Authorization\": \"x\"``).
+_AUTH_HEADER = re.compile(
+    # Any prefix (``Proxy-``, ``HTTP_``, ``X-``) stays in front, untouched.
+    r"(?P<name>authorization|api[-_]?key|x-amz-security-token)"
+    r"(?P<sep>\\*['\"]?\s*[:=]\s*|\\*['\"]\s*,\s*)"
+    r"(?:"
+    # A quoted value ends at its closing quote; escaped characters inside are skipped.
+    r"(?P<open>b?(?P<esc>\\*)(?P<quote>['\"]))(?P<quoted>(?:\\.|[^\\\n])*?)(?P=esc)(?P=quote)"
+    # An unquoted one is a scheme, a token and any ``, key=value`` parameters (AWS SigV4).
+    r"|(?:(?P<scheme>" + _AUTH_SCHEMES + r")[ \t]+)?"
+    r"(?P<bare>[^\s'\",;&\\()<>{}\[\]]+(?:[ \t]*,[ \t]*[\w-]+=(?:\"[^\"\n]*\"|[^\s,'\"\\]+))*)"
+    r")",
+    re.IGNORECASE,
+)
+_LEADING_SCHEME = re.compile(r"(?P<scheme>" + _AUTH_SCHEMES + r")[ \t]+\S", re.IGNORECASE)
+
 _secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+#: The alternation of every registered form, rebuilt when the set changes.
+_secrets_pattern: tuple[frozenset[str], re.Pattern[str] | None] = (frozenset(), None)
 #: Shorter strings would redact ordinary words.
 _MIN_SECRET_LENGTH = 4
 
 
+def _quoted_forms(text: str) -> set[str]:
+    """How ``text`` reads inside a ``repr``/``ascii``/JSON string of some larger text."""
+    forms: set[str] = set()
+    for show in (repr, ascii):
+        forms.add(show(text)[1:-1])
+        # Python picks the quote; inside a longer text it may pick the other one, escaping ``'``.
+        forms.add(show(text + '"')[1:-2])
+    forms.add(json.dumps(text)[1:-1])
+    forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+    return forms
+
+
+def _escaped_forms(secret: str) -> set[str]:
+    """How ``secret`` reads once printed: quoted, as bytes and percent-encoded.
+
+    Quoted twice too: the repr of an exception whose message quotes it escapes it again.
+    """
+    forms = _quoted_forms(secret)
+    for once in list(forms):
+        forms |= _quoted_forms(once)
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            raw = secret.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        forms.add(repr(raw)[2:-1])
+        forms.add(repr(raw + b'"')[2:-2])
+        for encoded in (quote(raw, safe=""), quote_plus(raw, safe=""), quote(raw)):
+            forms.add(encoded)
+            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), encoded))
+    return forms
+
+
+def _printed_forms(secret: str) -> set[str]:
+    """``secret`` as written, trimmed, and as each way of printing it shows it."""
+    forms: set[str] = set()
+    for variant in {secret, secret.strip()}:
+        forms.add(variant)
+        forms |= _escaped_forms(variant)
+    return {form for form in forms if len(form) >= _MIN_SECRET_LENGTH}
+
+
+def _remember(forms: Iterable[str]) -> None:
+    with _secrets_lock:
+        _secrets.update(forms)
+
+
 def register_secret(secret: str | None) -> None:
-    """Remember a credential so that :func:`redact` removes it from any text."""
-    if secret and len(secret) >= _MIN_SECRET_LENGTH:
-        _secrets.add(secret)
+    r"""Remember a credential so that :func:`redact` removes it from any text.
+
+    Also remembers the forms it takes when printed: trimmed of surrounding whitespace, escaped
+    by ``repr``/``ascii``/JSON (a trailing newline shows as ``\n``), as bytes, and
+    percent-encoded as in a URL. Strings shorter than four characters are ignored.
+    """
+    if secret:
+        _remember(_printed_forms(secret))
+
+
+def register_basic_auth(username: str | None, password: str | None) -> None:
+    """Remember ``password`` and the base64 ``user:password`` that HTTP basic auth sends."""
+    register_secret(password)
+    if username is None or not password:
+        return
+    pair = f"{username}:{password}"
+    encoded: set[str] = set()
+    for encoding in ("latin-1", "utf-8"):
+        with contextlib.suppress(UnicodeEncodeError):
+            encoded.add(base64.b64encode(pair.encode(encoding)).decode("ascii"))
+    _remember(encoded)
+
+
+def _secrets_regex() -> re.Pattern[str] | None:
+    global _secrets_pattern  # noqa: PLW0603 - a cache of the compiled set, rebuilt on change
+    with _secrets_lock:
+        forms = frozenset(_secrets)
+    cached_forms, pattern = _secrets_pattern
+    if forms != cached_forms:
+        # Longest first: at any position the longest registered form wins.
+        ordered = sorted(forms, key=len, reverse=True)
+        pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        _secrets_pattern = (forms, pattern)
+    return pattern
+
+
+def _is_secret_param(name: str) -> bool:
+    lowered = name.lower()
+    if lowered in _PUBLIC_PARAMS:
+        return False
+    return lowered in _SECRET_PARAMS or lowered.endswith(_SECRET_PARAM_ENDINGS)
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    if match["value"] and _is_secret_param(match["name"]):
+        return f"{match['lead']}{match['name']}=***"
+    return match[0]
+
+
+def _redact_header(match: re.Match[str]) -> str:
+    head = match["name"] + match["sep"]
+    if match["open"] is None:
+        scheme = f"{match['scheme']} " if match["scheme"] else ""
+        return f"{head}{scheme}***"
+    quoted = match["quoted"]
+    if quoted:
+        leading = _LEADING_SCHEME.match(quoted)
+        quoted = f"{leading['scheme']} ***" if leading else "***"
+    return f"{head}{match['open']}{quoted}{match['esc']}{match['quote']}"
 
 
 def redact(text: str) -> str:
-    """Remove credentials from ``text``: URL user-info, auth headers and registered secrets."""
+    """Remove credentials from ``text``, keeping the rest readable.
+
+    Scrubs registered secrets (:func:`register_secret`) in every printed form, URL user-info
+    (``https://***@host``), credential query parameters (presigned S3, GCS and Azure SAS
+    signatures, ``token=``, ``api_key=``, ...) and ``Authorization``-style headers in any
+    quoting style; each becomes ``***``.
+    """
+    pattern = _secrets_regex()
+    if pattern is not None:
+        text = pattern.sub("***", text)
     text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
-    text = _AUTH_HEADER.sub(r"\1\2 ***", text)
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    text = _QUERY_PARAM.sub(_redact_param, text)
+    return _AUTH_HEADER.sub(_redact_header, text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def test_doctor_reports_the_embedded_default(tmp_path, monkeypatch):
     result = run(["doctor", "--json"], env={"REGISTRY_SDK_CACHE_DIR": str(tmp_path / "cache")})
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["tracking_uri"] == "sqlite:///mlflow.db"
+    # The default relative database, made absolute: the one in the working directory.
+    assert report["tracking_uri"] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert report["backend"] == "local"
     assert report["reachable"] is True
     assert report["server_version"]

@@ -5,10 +5,13 @@ Also: what the REST backend's HTTP session gets from them (auth, TLS, timeout).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
+import traceback
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
@@ -22,15 +25,42 @@ from registry_sdk._config import (
     Settings,
     strip_userinfo,
 )
+from registry_sdk.errors import ConfigurationError
 
 # ============================================================================ precedence
 
 
-def test_defaults_apply_when_neither_argument_nor_environment_says_anything():
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///mlflow.db", "sqlite:///{cwd}/mlflow.db"),
+        ("sqlite:///sub/x.db?timeout=5", "sqlite:///{cwd}/sub/x.db?timeout=5"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("file:mlruns", "file:{cwd}/mlruns"),
+        ("file:///abs/mlruns", "file:///abs/mlruns"),
+        ("mlruns", "{cwd}/mlruns"),
+        ("databricks", "databricks"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("http://h:5000", "http://h:5000"),
+    ],
+)
+def test_a_relative_store_uri_is_bound_to_the_working_directory(
+    given, expected, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    s = Settings.resolve(given, env={})
+    assert s.tracking_uri == expected.format(cwd=tmp_path.resolve())
+
+
+def test_defaults_apply_when_neither_argument_nor_environment_says_anything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     s = Settings.resolve(env={})
 
-    assert s.tracking_uri == DEFAULT_TRACKING_URI
-    assert s.registry_uri == DEFAULT_TRACKING_URI
+    # MLflow's default, bound to the working directory the client was made in.
+    assert DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
+    assert s.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert s.registry_uri == s.tracking_uri
     assert s.timeout == DEFAULT_TIMEOUT
     assert s.max_retries == DEFAULT_MAX_RETRIES
     assert s.offline is False
@@ -252,6 +282,110 @@ def test_a_token_wins_over_basic_auth():
 
 def test_a_username_without_a_password_is_no_auth():
     assert Settings.resolve(URI, env={"MLFLOW_TRACKING_USERNAME": "alice"}).auth_kind == "none"
+
+
+def _authorization_sent(settings: Settings) -> str | None:
+    """The Authorization header a real request made with ``settings`` carries."""
+    with mock_http() as http:
+        http.get(f"{API}/registered-models/get", json={"registered_model": model_json("m")})
+        RestBackend(settings, sleep=FakeSleep()).get_model("m")
+        [call] = http.calls
+    return call.request.headers.get("Authorization")
+
+
+@pytest.mark.parametrize(
+    "raw", ["tok-123456\n", "tok-123456\r\n", " \ttok-123456 \n"], ids=["lf", "crlf", "around"]
+)
+def test_a_token_read_with_surrounding_whitespace_is_sent_trimmed(raw):
+    s = Settings.resolve(URI, env={"MLFLOW_TRACKING_TOKEN": raw})
+
+    assert s.token == "tok-123456"
+    assert _authorization_sent(s) == "Bearer tok-123456"
+
+
+def test_basic_credentials_read_with_surrounding_whitespace_are_sent_trimmed():
+    env = {"MLFLOW_TRACKING_USERNAME": " alice\n", "MLFLOW_TRACKING_PASSWORD": "pw-123456\r\n"}
+
+    s = Settings.resolve(URI, env=env)
+
+    assert (s.username, s.password) == ("alice", "pw-123456")
+    assert _authorization_sent(s) == "Basic " + base64.b64encode(b"alice:pw-123456").decode()
+
+
+@pytest.mark.parametrize("blank", ["\n", " ", "\r\n\t"], ids=["lf", "space", "mixed"])
+def test_a_blank_credential_counts_as_unset(blank):
+    env = {
+        "MLFLOW_TRACKING_TOKEN": blank,
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": blank,
+    }
+
+    s = Settings.resolve("http://alice:uri-pw-123@registry.test", env=env)
+
+    assert (s.auth_kind, s.token, s.password) == ("basic", None, "uri-pw-123")
+
+
+def test_credentials_in_the_uri_are_percent_decoded_as_requests_reads_them():
+    s = Settings.resolve("http://al%20ice:p%40ss%3Aw0rd%25@registry.test", env={})
+
+    assert (s.username, s.password) == ("al ice", "p@ss:w0rd%")
+    assert _authorization_sent(s) == "Basic " + base64.b64encode(b"al ice:p@ss:w0rd%").decode()
+
+
+# Made-up credentials that cannot be sent in a header, the variable, and where the fault is.
+UNSENDABLE = {
+    "token-lf-inside": ({"MLFLOW_TRACKING_TOKEN": "tok-12\n3456"}, "MLFLOW_TRACKING_TOKEN", 7),
+    "token-cr-inside": ({"MLFLOW_TRACKING_TOKEN": "tok-12\r3456"}, "MLFLOW_TRACKING_TOKEN", 7),
+    "token-escape": ({"MLFLOW_TRACKING_TOKEN": "tok-12\x1b3456"}, "MLFLOW_TRACKING_TOKEN", 7),
+    "token-non-ascii": ({"MLFLOW_TRACKING_TOKEN": "tok-é23456"}, "MLFLOW_TRACKING_TOKEN", 5),
+    "token-bom": ({"MLFLOW_TRACKING_TOKEN": "\ufefftok-123456\n"}, "MLFLOW_TRACKING_TOKEN", 1),
+    "token-zero-width": ({"MLFLOW_TRACKING_TOKEN": "tok\u200b123456"}, "MLFLOW_TRACKING_TOKEN", 4),
+    "password-tab-inside": (
+        {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": " pw\t123456"},
+        "MLFLOW_TRACKING_PASSWORD",
+        3,
+    ),
+    "password-beyond-latin-1": (
+        {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw-€-123456"},
+        "MLFLOW_TRACKING_PASSWORD",
+        4,
+    ),
+    "username-colon": (
+        {"MLFLOW_TRACKING_USERNAME": "ali:ce", "MLFLOW_TRACKING_PASSWORD": "pw-123456"},
+        "MLFLOW_TRACKING_USERNAME",
+        4,
+    ),
+    "uri-password-from-the-environment": (
+        {"MLFLOW_TRACKING_URI": "http://alice:pw%0A123456@registry.test"},
+        "the password in the user-info of MLFLOW_TRACKING_URI",
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize(("env", "source", "position"), UNSENDABLE.values(), ids=UNSENDABLE.keys())
+def test_an_unsendable_credential_is_refused_by_name_and_position_never_by_value(
+    env, source, position
+):
+    with pytest.raises(ConfigurationError) as info:
+        Settings.resolve(env=env)
+
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert f"{source} has " in str(err)
+    assert f"at position {position} " in str(err)
+    printed = [str(err), repr(err), "".join(traceback.format_exception(err))]
+    for key, value in env.items():
+        if key == "MLFLOW_TRACKING_USERNAME" and ":" not in value:
+            continue  # a user name is not secret; the refused one still must not show
+        secret = unquote(urlsplit(value).password or "") if "://" in value else value
+        for form in {secret, secret.strip(), repr(secret)[1:-1], ascii(secret)[1:-1]}:
+            assert not any(form in text for text in printed), (form, printed)
+
+
+def test_a_credential_in_the_registry_uri_argument_is_named_as_such():
+    with pytest.raises(ConfigurationError, match="user-info of the registry_uri argument"):
+        Settings.resolve(registry_uri="http://alice:pw%01x-123@registry.test", env={})
 
 
 @pytest.mark.parametrize(

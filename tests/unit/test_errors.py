@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
+from urllib.parse import quote, quote_plus, urlencode
 
 import pytest
 import requests
 
+import registry_sdk
 from registry_sdk import errors
 from registry_sdk.errors import (
     AliasNotFoundError,
     AlreadyExistsError,
     CacheIntegrityError,
+    ConfigurationError,
     InvalidReferenceError,
     InvalidRequestError,
     InvalidResponseError,
@@ -28,6 +32,7 @@ from registry_sdk.errors import (
     from_response,
     from_status,
     redact,
+    register_basic_auth,
     register_secret,
 )
 
@@ -54,6 +59,7 @@ def reply(status: int, body: str | bytes = b"", *, reason: str = "") -> requests
     [
         (InvalidReferenceError, ValueError),
         (InvalidRequestError, ValueError),
+        (ConfigurationError, ValueError),
         (NotFoundError, LookupError),
         (ModelNotFoundError, LookupError),
         (VersionNotFoundError, LookupError),
@@ -64,6 +70,11 @@ def reply(status: int, body: str | bytes = b"", *, reason: str = "") -> requests
 def test_errors_are_also_the_matching_builtin_exception(error_type, builtin):
     assert issubclass(error_type, builtin)
     assert issubclass(error_type, RegistryError)
+
+
+def test_a_configuration_error_is_exported_and_drawn_in_the_tree():
+    assert registry_sdk.ConfigurationError is ConfigurationError
+    assert "ConfigurationError (ValueError)" in (errors.__doc__ or "")
 
 
 @pytest.mark.parametrize(
@@ -396,3 +407,206 @@ def test_from_status_redacts_the_server_message():
     assert "u:pw" not in str(err)
     assert "Bearer x" not in str(err)
     assert err.server_message == "you sent *** via http://***@h/, Authorization: Bearer ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            (
+                "GET https://b.s3.amazonaws.com/m.pkl?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=AKIAEXAMPLE%2F20270101%2Fus-east-1%2Fs3%2Faws4_request"
+                "&X-Amz-Date=20270101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+                "&X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE"
+                "&X-Amz-Signature=5d672d79c15b13162d92 failed"
+            ),
+            (
+                "GET https://b.s3.amazonaws.com/m.pkl?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=***&X-Amz-Date=20270101T000000Z&X-Amz-Expires=3600"
+                "&X-Amz-SignedHeaders=host&X-Amz-Security-Token=***&X-Amz-Signature=*** failed"
+            ),
+        ),
+        (
+            (
+                "https://b.s3.amazonaws.com/k?AWSAccessKeyId=AKIAEXAMPLE&Expires=1800000000"
+                "&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D"
+            ),
+            "https://b.s3.amazonaws.com/k?AWSAccessKeyId=***&Expires=1800000000&Signature=***",
+        ),
+        (
+            (
+                "https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+                "&X-Goog-Credential=svc%40p.iam.gserviceaccount.com%2F20270101%2Fauto%2Fstorage"
+                "&X-Goog-Date=20270101T000000Z&X-Goog-Expires=900&X-Goog-SignedHeaders=host"
+                "&X-Goog-Signature=0a1b2c3d4e"
+            ),
+            (
+                "https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+                "&X-Goog-Credential=***&X-Goog-Date=20270101T000000Z&X-Goog-Expires=900"
+                "&X-Goog-SignedHeaders=host&X-Goog-Signature=***"
+            ),
+        ),
+        (
+            (
+                "https://storage.googleapis.com/b/o?GoogleAccessId=svc@p.iam.gserviceaccount.com"
+                "&Expires=1800000000&Signature=BJWaMxK%2Fqs"
+            ),
+            (
+                "https://storage.googleapis.com/b/o?GoogleAccessId=***&Expires=1800000000"
+                "&Signature=***"
+            ),
+        ),
+        (
+            (
+                "https://acct.blob.core.windows.net/c/m.pkl?sv=2022-11-02&ss=b&srt=o&sp=r"
+                "&se=2027-01-01T00%3A00%3A00Z&spr=https&sig=Ab%2Bcd%2Fef%3D"
+            ),
+            (
+                "https://acct.blob.core.windows.net/c/m.pkl?sv=2022-11-02&ss=b&srt=o&sp=r"
+                "&se=2027-01-01T00%3A00%3A00Z&spr=https&sig=***"
+            ),
+        ),
+        (
+            (
+                "http://h/x?token=t1&access_token=t2&api_key=k1&apikey=k2&password=p1&secret=s1"
+                "&key=AIzaEXAMPLE&client_secret=c1&page_token=next-7&max_results=100#frag"
+            ),
+            (
+                "http://h/x?token=***&access_token=***&api_key=***&apikey=***&password=***"
+                "&secret=***&key=***&client_secret=***&page_token=next-7&max_results=100#frag"
+            ),
+        ),
+        (
+            "https://app.example/cb#access_token=eyJhbGciOi&token_type=bearer",
+            "https://app.example/cb#access_token=***&token_type=bearer",
+        ),
+        (
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=bXlrZXk=;EndpointSuffix=x",
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=***;EndpointSuffix=x",
+        ),
+    ],
+    ids=[
+        "s3-sigv4",
+        "s3-sigv2",
+        "gcs-v4",
+        "gcs-v2",
+        "azure-sas",
+        "generic",
+        "fragment",
+        "connection-string",
+    ],
+)
+def test_redact_removes_credentials_from_query_strings_and_keeps_the_url_readable(text, expected):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[(b'Authorization', b'Bearer tok-1234')]", "[(b'Authorization', b'Bearer ***')]"),
+        ('{\\"Authorization\\": \\"Bearer tok-1234\\"}', '{\\"Authorization\\": \\"Bearer ***\\"}'),
+        (
+            "send: b'GET / HTTP/1.1\\r\\nAuthorization: Bearer tok-1234\\r\\nAccept: */*\\r\\n'",
+            "send: b'GET / HTTP/1.1\\r\\nAuthorization: Bearer ***\\r\\nAccept: */*\\r\\n'",
+        ),
+        (
+            "{'Authorization': 'Bearer tok\\'1234\\'x', 'Accept': '*/*'}",
+            "{'Authorization': 'Bearer ***', 'Accept': '*/*'}",
+        ),
+        (
+            "authorization failed: {'authorization': 'tok-1234'}",
+            "authorization failed: {'authorization': '***'}",
+        ),
+        ("Authorization: Token tok-1234", "Authorization: Token ***"),
+        (
+            (
+                "Authorization: AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20270101/us-east-1/s3/"
+                "aws4_request, SignedHeaders=host;x-amz-date, Signature=fe5f80f77d5fa3be"
+            ),
+            "Authorization: AWS4-HMAC-SHA256 ***",
+        ),
+        (
+            "headers={'X-Api-Key': 'k-123456', 'X-Amz-Security-Token': 'FwoGZX', 'Accept': 'x'}",
+            "headers={'X-Api-Key': '***', 'X-Amz-Security-Token': '***', 'Accept': 'x'}",
+        ),
+    ],
+    ids=[
+        "bytes-tuple",
+        "json-inside-a-repr",
+        "http-client-debug",
+        "escaped-quote-inside",
+        "no-scheme",
+        "token-scheme",
+        "aws-sigv4",
+        "other-credential-headers",
+    ],
+)
+def test_redact_removes_authorization_headers_in_any_quoting_style(text, expected):
+    assert redact(text) == expected
+
+
+def test_redact_removes_userinfo_whose_password_holds_an_at_sign():
+    assert redact("see http://u:p@ss@host/x?q=a@b") == "see http://***@host/x?q=a@b"
+
+
+#: Credentials as they come from files and password managers (made up for these tests).
+ODD_SECRETS = {
+    "trailing-newline": "tok-8c1f5e0a9b\n",
+    "crlf": "tok-8c1f5e0a9b\r\n",
+    "non-ascii": "pässwörd-ünï-€42",
+    "quotes": "pw-\"double\"-'single'",
+    "backslashes": "pw\\back\\slash\\n",
+    "percent": "pw-100%-sure%41",
+    "spaces-inside": "pw with  spaces inside",
+    "tab-and-space-around": "\tpw-around-7 ",
+}
+
+
+def printed(secret: str) -> dict[str, str]:
+    """Texts in which ``secret`` shows the way Python, JSON, URLs and HTTP libraries print it."""
+    return {
+        "as-is": f"got {secret} here",
+        "trimmed": f"got {secret.strip()} here",
+        "repr": f"got {secret!r}",
+        "ascii": f"got {secret!a}",
+        "repr-in-a-dict": repr({"pw": secret, "other": "x'\""}),
+        "repr-in-a-list": str([secret]),
+        "bytes": repr(secret.encode("utf-8")),
+        "json": json.dumps({"password": secret}),
+        "json-unicode": json.dumps({"password": secret}, ensure_ascii=False),
+        "query": f"http://h/x?{urlencode({'q': secret})}",
+        "path": f"http://h/{quote(secret, safe='')}/x",
+        "header-value": f"in header value: {('Bearer ' + secret)!r}",
+        "trimmed-repr": f"value: {secret.strip()!r}",
+    }
+
+
+def forms(secret: str) -> set[str]:
+    """Every piece of ``printed(secret)`` that would give the secret away."""
+    out = {secret, secret.strip()}
+    out |= {repr(s)[1:-1] for s in out} | {ascii(s)[1:-1] for s in out}
+    out |= {json.dumps(s)[1:-1] for s in list(out)}
+    out |= {quote(s, safe="") for s in (secret, secret.strip())}
+    out |= {quote_plus(s) for s in (secret, secret.strip())}
+    return {f for f in out if len(f) >= 4}
+
+
+@pytest.mark.parametrize("secret", ODD_SECRETS.values(), ids=ODD_SECRETS.keys())
+def test_every_printed_form_of_a_registered_secret_is_redacted(secret):
+    register_secret(secret)
+
+    for how, text in printed(secret).items():
+        clean = redact(text)
+        assert "***" in clean, how
+        leaks = [form for form in forms(secret) if form in clean]
+        assert leaks == [], f"{how}: {clean!r}"
+
+
+def test_the_basic_auth_credentials_of_a_pair_are_redacted():
+    header = base64.b64encode("alice:pä%ss\\w".encode("latin-1")).decode()
+    utf8 = base64.b64encode("alice:pä%ss\\w".encode()).decode()
+
+    register_basic_auth("alice", "pä%ss\\w")
+
+    assert redact(f"sent {header} and {utf8}") == "sent *** and ***"
+    assert redact("pä%ss\\w") == "***"

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import traceback
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -212,3 +213,104 @@ def test_settings_repr_names_the_auth_kind_but_no_secret(credentials):
     assert settings.auth_kind in {"token", "basic"}
     assert not any(secret in repr(settings) for secret in secrets)
     assert not any(secret in settings.registry_uri for secret in secrets)
+
+
+# ============================================================================ odd bytes
+
+#: Made-up credentials as they come from files and password managers: a trailing newline or
+#: CRLF, quotes, backslashes, percent signs, spaces inside, Latin-1 letters.
+ODD_TOKENS = {
+    "lf": "tok-8c1f5e0a9b7d\n",
+    "crlf": "tok-8c1f5e0a9b7d\r\n",
+    "quotes": "tok-\"8c1f'5e0a9b",
+    "backslashes": "tok\\8c1f\\n5e0a",
+    "percent": "tok-100%25-%41x9b",
+    "spaces-inside": " tok 8c1f 5e0a\n",
+}
+ODD_PASSWORDS = {
+    "lf": "pw-4e2a9d7c1b6f\n",
+    "crlf": "pw-4e2a9d7c1b6f\r\n",
+    "latin-1": "pässwörd-4e2a9d",
+    "quotes": "pw-\"4e2a'9d7c",
+    "backslashes": "pw\\4e2a\\x9d7c",
+    "percent": "pw-100%-%41sure",
+    "spaces-inside": "pw 4e2a  9d7c\n",
+}
+
+
+def _odd_credentials() -> dict[str, tuple[str, dict[str, str], str, str]]:
+    """name: (tracking URI, env, expected Authorization header, the secret as configured)."""
+    cases = {}
+    for name, token in ODD_TOKENS.items():
+        cases[f"token-{name}"] = (
+            URI,
+            {"MLFLOW_TRACKING_TOKEN": token},
+            f"Bearer {token.strip()}",
+            token,
+        )
+    for name, password in ODD_PASSWORDS.items():
+        basic = base64.b64encode(f"alice:{password.strip()}".encode("latin-1")).decode()
+        cases[f"env-basic-{name}"] = (
+            URI,
+            {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": password},
+            f"Basic {basic}",
+            password,
+        )
+        cases[f"uri-basic-{name}"] = (
+            f"http://alice:{quote(password, safe='')}@registry.test",
+            {},
+            f"Basic {basic}",
+            password,
+        )
+    return cases
+
+
+ODD_CREDENTIALS = _odd_credentials()
+
+
+def giveaways(secret: str, authorization: str) -> set[str]:
+    """Every string that would give ``secret`` away: as written, trimmed and as printed."""
+    shown = {secret, secret.strip()}
+    shown |= {repr(s)[1:-1] for s in list(shown)} | {ascii(s)[1:-1] for s in list(shown)}
+    shown |= {json.dumps(s)[1:-1] for s in list(shown)}
+    shown |= {quote(s, safe="") for s in (secret, secret.strip())}
+    shown.add(authorization.partition(" ")[2])
+    return {s for s in shown if len(s) >= 4}
+
+
+def echo(secret: str) -> str:
+    """What a careless server or proxy says back: the secret in each way it gets printed."""
+    return " | ".join(
+        [secret, repr(secret), ascii(secret), json.dumps(secret), quote(secret), secret.strip()]
+    )
+
+
+#: The failures whose text quotes what the server said (a malformed reply's error does not).
+ECHOING_FAILURES = {k: f for k, f in FAILURES.items() if k != "malformed-json"}
+
+
+@pytest.mark.parametrize("failure", ECHOING_FAILURES.values(), ids=ECHOING_FAILURES.keys())
+@pytest.mark.parametrize(
+    ("uri", "env", "authorization", "secret"), ODD_CREDENTIALS.values(), ids=ODD_CREDENTIALS.keys()
+)
+def test_odd_credentials_are_sent_trimmed_and_never_shown(
+    uri, env, authorization, secret, failure, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="registry_sdk")
+    settings = make_settings(uri, env=env, max_retries=1)
+    client = make_client(settings, FakeSleep())
+
+    with mock_http() as http:
+        expected = failure(http, echo(secret))
+        with pytest.raises(expected) as caught:
+            client.get_model("churn")
+        sent = [c.request for c in http.calls]
+
+    assert sent
+    assert all(r.headers["Authorization"] == authorization for r in sent)
+    texts = _everything_printable(caught.value, settings, client, client.backend)
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [str(record.exc_info) for record in caplog.records if record.exc_info]
+    for shown in giveaways(secret, authorization):
+        leaks = [text for text in texts if shown in text]
+        assert leaks == [], f"{shown!r} leaked"
