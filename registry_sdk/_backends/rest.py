@@ -8,12 +8,14 @@ decides how to retry them safely.
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
+import os
 import re
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
@@ -45,9 +47,32 @@ logger = logging.getLogger("registry_sdk.rest")
 #: Statuses worth another try: the server or something in front of it is busy or restarting.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _API = "/api/2.0/mlflow"
-_ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+#: The artifact proxy's endpoint (``mlflow server --serve-artifacts``), below the server's URI.
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 #: One path component: no separators, no "." or "..", no control characters.
 _SAFE_ARTIFACT_NAME = re.compile(r"^(?!\.\.?$)[^/\\\x00-\x1f]+$")
+#: Names Windows cannot hold as files, or reads as something else (a stream, a device).
+_WINDOWS_UNSAFE_NAME = re.compile(
+    r'[<>:"|?*]|[. ]$|^(?:CON|PRN|AUX|NUL|COM\d|LPT\d)(?:\..*)?$', re.IGNORECASE
+)
+#: Bytes in one file name: the limit of ext4, XFS, APFS and NTFS (in UTF-16 units there).
+MAX_NAME_BYTES = 255
+#: Folders below a version's artifact root; a listing that nests deeper is refused.
+MAX_ARTIFACT_DEPTH = 64
+#: Files and folders in one version's artifacts; a listing with more is refused.
+MAX_ARTIFACT_ENTRIES = 100_000
+#: Control characters: never part of an artifact location.
+_CONTROL = frozenset(map(chr, [*range(0x20), 0x7F]))
+#: Digits of the largest int64, the type of a listing's ``file_size``.
+_DIGITS = 19
+#: Opening a file to write an artifact: never through a symlink planted in its place.
+_WRITE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 
 
 class _Transient(Exception):  # noqa: N818 - a signal to retry, never seen outside
@@ -76,6 +101,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = when.replace(tzinfo=timezone.utc)
     current = datetime.now(timezone.utc).timestamp() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text (JSON may carry lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class RestBackend:
@@ -247,7 +281,7 @@ class RestBackend:
         )
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
             kind = response.headers.get("Content-Type", "unknown content type")
             msg = f"{action}: the server at {self.uri} sent a reply that is not JSON ({kind})"
             raise InvalidResponseError(msg, status=response.status_code) from None
@@ -493,16 +527,23 @@ class RestBackend:
     def get_download_uri(self, name: str, version: int) -> str:
         """Where the version's artifacts live."""
         action = f"get the artifact location of {name}/{version}"
-        data = self._json(
-            "GET",
-            "/model-versions/get-download-uri",
-            params={"name": name, "version": str(version)},
-            subject="version",
-            action=action,
-        )
+        try:
+            data = self._json(
+                "GET",
+                "/model-versions/get-download-uri",
+                params={"name": name, "version": str(version)},
+                subject="version",
+                action=action,
+            )
+        except RecursionError:  # JSON nested deeper than the parser's stack: [[[[...
+            msg = f"{action}: the server's reply is JSON nested too deep to be MLflow's API"
+            raise InvalidResponseError(msg) from None
         uri = self._field(data, "artifact_uri", action)
         if not isinstance(uri, str):
             msg = f"{action}: artifact_uri is not a string"
+            raise InvalidResponseError(msg)
+        if not _is_text(uri) or any(c in _CONTROL for c in uri):
+            msg = f"{action}: artifact_uri {uri!r} holds control characters or is not valid text"
             raise InvalidResponseError(msg)
         try:
             usable = bool(urlsplit(uri).scheme) or uri.startswith("/")
@@ -666,50 +707,164 @@ class RestBackend:
 
     # ---------------------------------------------------------------------------- artifacts
 
+    def artifact_proxy_path(self, uri: str) -> str | None:
+        """The path below this server's artifact proxy that the http(s) URL ``uri`` names.
+
+        None when ``uri`` is on another host, scheme or port, or not below the proxy's endpoint.
+        """
+        try:
+            target, own = urlsplit(uri), urlsplit(self.uri)
+            ports = {"http": 80, "https": 443}
+            target_port = target.port or ports.get(target.scheme.lower())
+            own_port = own.port or ports.get(own.scheme.lower())
+        except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
+            return None
+        same_origin = (
+            target.scheme.lower() == own.scheme.lower()
+            and (target.hostname or "") == (own.hostname or "")
+            and target_port == own_port
+        )
+        endpoint = own.path.rstrip("/") + ARTIFACTS_API
+        if not same_origin or not (target.path + "/").startswith(endpoint + "/"):
+            return None
+        return unquote(target.path[len(endpoint) :]).strip("/")
+
     def list_artifacts(self, path: str) -> list[tuple[str, bool, int]]:
-        """(relative path, is_dir, size) of every file under ``path`` on the artifact proxy."""
+        """(relative path, is_dir, size) of every file under ``path`` on the artifact proxy.
+
+        The size is -1 when the listing gives none.
+
+        Raises:
+            InvalidResponseError: a reply that is not a listing; a name that is not one safe
+                file name; a name listed twice in a folder; an odd ``is_dir`` or
+                ``file_size``; folders nested deeper than :data:`MAX_ARTIFACT_DEPTH`; more
+                than :data:`MAX_ARTIFACT_ENTRIES` entries.
+        """
         out: list[tuple[str, bool, int]] = []
-        pending = [path.strip("/")]
+        entries = 0
+        pending = [(path.strip("/"), 0)]
         while pending:
-            folder = pending.pop()
+            folder, depth = pending.pop()
             action = f"list artifacts under {folder!r}"
-            response = self.request("GET", _ARTIFACTS_API, params={"path": folder}, action=action)
+            response = self.request("GET", ARTIFACTS_API, params={"path": folder}, action=action)
             try:
                 files = response.json().get("files") or []
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # RecursionError: [[[[...
                 files = None
             if not isinstance(files, list):
                 msg = f"{action}: the server's reply is not an artifact listing"
                 raise InvalidResponseError(msg)
+            names: set[str] = set()
             for item in files:
-                name = item.get("path") if isinstance(item, dict) else None
-                # fullmatch: "$" alone would let a trailing newline through.
-                if not isinstance(name, str) or not _SAFE_ARTIFACT_NAME.fullmatch(name):
-                    msg = f"{action}: refusing the unsafe artifact name {name!r}"
+                name = self._artifact_name(item, action)
+                if name in names:
+                    msg = f"{action}: the listing names {name!r} twice"
+                    raise InvalidResponseError(msg)
+                names.add(name)
+                entries += 1
+                if entries > MAX_ARTIFACT_ENTRIES:
+                    msg = (
+                        f"{action}: the server lists more than {MAX_ARTIFACT_ENTRIES} entries "
+                        f"under {path.strip('/')!r}; refusing an artifact tree this large"
+                    )
                     raise InvalidResponseError(msg)
                 child = f"{folder}/{name}" if folder else name
-                if item.get("is_dir"):
-                    pending.append(child)
+                if self._artifact_is_dir(item, name, action):
+                    if depth >= MAX_ARTIFACT_DEPTH:
+                        msg = (
+                            f"{action}: the server lists folders nested deeper than "
+                            f"{MAX_ARTIFACT_DEPTH} folders below {path.strip('/')!r}"
+                        )
+                        raise InvalidResponseError(msg)
+                    pending.append((child, depth + 1))
                 else:
-                    size = item.get("file_size")
-                    out.append((child, False, int(size) if isinstance(size, int) else 0))
+                    out.append((child, False, self._artifact_size(item, name, action)))
         return out
 
+    @staticmethod
+    def _artifact_name(item: object, action: str) -> str:
+        name = item.get("path") if isinstance(item, dict) else None
+        # fullmatch: "$" alone would let a trailing newline through.
+        if not isinstance(name, str) or not _SAFE_ARTIFACT_NAME.fullmatch(name):
+            msg = f"{action}: refusing the unsafe artifact name {name!r}"
+            raise InvalidResponseError(msg)
+        if not _is_text(name):
+            msg = (
+                f"{action}: refusing the artifact name {name!r}: not valid text (a lone surrogate)"
+            )
+            raise InvalidResponseError(msg)
+        size = len(name.encode("utf-8"))
+        if size > MAX_NAME_BYTES:
+            msg = (
+                f"{action}: refusing the artifact name {name[:60]!r}... ({size} bytes): a file "
+                f"name may have at most {MAX_NAME_BYTES} bytes"
+            )
+            raise InvalidResponseError(msg)
+        if os.name == "nt" and _WINDOWS_UNSAFE_NAME.search(name):
+            msg = f"{action}: refusing the artifact name {name!r}: Windows cannot hold it as a file"
+            raise InvalidResponseError(msg)
+        return name
+
+    @staticmethod
+    def _artifact_is_dir(item: dict[str, Any], name: str, action: str) -> bool:
+        is_dir = item.get("is_dir")
+        if is_dir is None or isinstance(is_dir, bool):
+            return bool(is_dir)
+        msg = f"{action}: is_dir {is_dir!r} of {name!r} is not a boolean"
+        raise InvalidResponseError(msg)
+
+    @staticmethod
+    def _artifact_size(item: dict[str, Any], name: str, action: str) -> int:
+        size = item.get("file_size")
+        if size is None:
+            return -1
+        # int64 fields may arrive as strings of digits (protobuf's JSON form).
+        if isinstance(size, str) and size.isascii() and size.isdigit() and len(size) <= _DIGITS:
+            return int(size)
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 0:
+            return size
+        msg = f"{action}: file_size {size!r} of {name!r} is not a byte count"
+        raise InvalidResponseError(msg)
+
+    @staticmethod
+    def _write_error(action: str, target: Path, exc: OSError) -> RegistryError:
+        """What a failure to write ``target`` locally means to the caller."""
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ENAMETOOLONG:
+            msg = f"{action}: the artifact path the server listed is too long ({target}): {reason}"
+            return InvalidResponseError(redact(msg))
+        return RegistryError(redact(f"{action}: cannot write {target}: {reason}"))
+
     def download_artifacts(self, path: str, dest: Path, *, label: str) -> None:
-        """Stream every file under ``path`` into ``dest``, each retried whole if cut short."""
+        """Stream every file under ``path`` into ``dest``, each retried whole if cut short.
+
+        Raises:
+            InvalidResponseError: the listing or a file is not what a server may send (see
+                :meth:`list_artifacts`; a body longer than its listed size).
+            RegistryError: a file could not be written here (disk full, permissions).
+        """
         files = self.list_artifacts(path)
         root = path.strip("/")
-        progress = Progress(label, sum(size for _, _, size in files))
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            action = f"download the artifacts of {label}"
+            raise self._write_error(action, dest, exc) from None
+        progress = Progress(label, sum(max(size, 0) for _, _, size in files))
         for remote, _, size in files:
             relative = remote[len(root) :].lstrip("/") if root else remote
             target = dest / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                action = f"download artifact {remote!r}"
+                raise self._write_error(action, target, exc) from None
             self._download_file(remote, target, progress, size)
         progress.close()
 
-    def _download_file(self, remote: str, target: Path, progress: Progress, size: int = 0) -> None:
-        """Fetch one file; ``size`` (0: unknown) is what the listing announced."""
-        endpoint = f"{_ARTIFACTS_API}/{quote(remote)}"
+    def _download_file(self, remote: str, target: Path, progress: Progress, size: int = -1) -> None:
+        """Fetch one file; ``size`` (-1: unknown) is what the listing announced."""
+        endpoint = f"{ARTIFACTS_API}/{quote(remote)}"
         action = f"download artifact {remote!r}"
 
         def attempt() -> None:
@@ -717,9 +872,16 @@ class RestBackend:
             try:
                 with (
                     self.request("GET", endpoint, action=action, stream=True) as response,
-                    target.open("wb") as fh,
+                    os.fdopen(os.open(target, _WRITE_FLAGS, 0o666), "wb") as fh,
                 ):
                     for chunk in response.iter_content(chunk_size=1 << 20):
+                        if 0 <= size < written + len(chunk):
+                            # Never fill the disk past what the listing promised.
+                            msg = (
+                                f"{action}: the server sent more than the {size} bytes the "
+                                "listing announced"
+                            )
+                            raise InvalidResponseError(msg)
                         fh.write(chunk)
                         written += len(chunk)
                         progress.advance(len(chunk))
@@ -727,8 +889,10 @@ class RestBackend:
                 progress.advance(-written)
                 error = RegistryUnavailableError(redact(f"{action}: cut short: {exc}"))
                 raise _Transient(error) from None
+            except OSError as exc:  # writing here: disk full, permissions, a path too long
+                raise self._write_error(action, target, exc) from None
             # A reply delimited by closing the connection looks complete when cut: compare.
-            if size and written != size:
+            if size >= 0 and written != size:
                 progress.advance(-written)
                 msg = f"{action}: got {written} bytes, the listing announced {size}"
                 raise _Transient(RegistryUnavailableError(redact(msg)))

@@ -34,7 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -632,14 +632,32 @@ class _FaultHandler(_Handler):
 # one auth server per session, shared by every module that asks, started only when asked.
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+#: Set to 1 to skip, rather than fail, the tests whose services are missing (PostgreSQL, the
+#: S3-compatible server, MLflow's auth app). Ignored under CI=true: CI runs them all.
+SKIP_SERVICES_ENV = "REGISTRY_SDK_TESTS_SKIP_SERVICES"
+#: How to get every service the integration suite uses (README, "Development").
+SETUP_HINT = "pip install -e '.[dev]' and PostgreSQL on 127.0.0.1:5432 (README, Development)"
 
 
-def _unusable(reason: str) -> None:
-    if _in_ci():
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"true", "1", "yes"}
+
+
+def missing_service(reason: str, fix: str) -> NoReturn:
+    """Fail the test that needs a missing service, or skip it when the developer opted out.
+
+    The services are part of the development set-up: a missing one is an error to fix, not a
+    reason to report success. ``REGISTRY_SDK_TESTS_SKIP_SERVICES=1`` is the explicit way out.
+    """
+    if _flag("CI"):
+        pytest.fail(f"CI=true but {reason}; {fix}", pytrace=False)
+    if _flag(SKIP_SERVICES_ENV):
+        pytest.skip(f"{reason} (skipped: {SKIP_SERVICES_ENV} is set)")
+    pytest.fail(
+        f"{reason}. It is part of the development set-up: {fix}. To skip the tests that need "
+        f"it instead, set {SKIP_SERVICES_ENV}=1",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -647,9 +665,15 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionS
     """PostgreSQL + S3 (moto) + ``mlflow server --workers 4``, for the whole session."""
     problem = postgres_problem()
     if problem is not None:
-        _unusable(f"PostgreSQL is unusable: {problem}")
+        missing_service(
+            f"PostgreSQL is unusable: {problem}",
+            "start PostgreSQL on 127.0.0.1:5432 with trust auth for user 'postgres'",
+        )
     if not (Path(sys.executable).parent / "moto_server").exists():
-        _unusable("moto_server is not installed (pip install 'moto[server]')")
+        missing_service(
+            f"moto_server (the S3-compatible store) is not installed next to {sys.executable}",
+            SETUP_HINT,
+        )
     with production_stack(tmp_path_factory.mktemp("production")) as stack:
         yield stack
 
@@ -658,7 +682,10 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionS
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     """``mlflow server --app-name basic-auth`` with a fresh auth database, for the session."""
     if importlib.util.find_spec("flask_wtf") is None:
-        _unusable("MLflow's basic-auth app needs Flask-WTF (pip install 'mlflow[auth]')")
+        missing_service(
+            "MLflow's basic-auth app needs Flask-WTF, which is not installed (mlflow[auth])",
+            SETUP_HINT,
+        )
     server = AuthServer(tmp_path_factory.mktemp("auth"))
     try:
         server.start(timeout=PRODUCTION_START_TIMEOUT, attempts=2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from _servers import (
@@ -43,8 +44,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+#: Set to 1 to skip, rather than fail, the tests whose services are missing. Ignored under
+#: CI=true. (_production.py, loaded as a plugin by the modules that need it, has the same.)
+SKIP_SERVICES_ENV = "REGISTRY_SDK_TESTS_SKIP_SERVICES"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"true", "1", "yes"}
+
+
+def missing_service(reason: str, fix: str) -> NoReturn:
+    """Fail the test that needs a missing service, or skip it when the developer opted out."""
+    if _flag("CI"):
+        pytest.fail(f"CI=true but {reason}; {fix}", pytrace=False)
+    if _flag(SKIP_SERVICES_ENV):
+        pytest.skip(f"{reason} (skipped: {SKIP_SERVICES_ENV} is set)")
+    pytest.fail(
+        f"{reason}. It is part of the development set-up: {fix}. To skip the tests that need "
+        f"it instead, set {SKIP_SERVICES_ENV}=1",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +88,10 @@ def postgres_database():
     """A fresh database on the local PostgreSQL, dropped at the end of the session."""
     problem = postgres_problem()
     if problem is not None:
-        if _in_ci():
-            pytest.fail(f"CI=true but PostgreSQL is unusable: {problem}", pytrace=False)
-        pytest.skip(f"{problem} (start PostgreSQL on 127.0.0.1:5432 with trust auth to run)")
+        missing_service(
+            f"PostgreSQL is unusable: {problem}",
+            "start PostgreSQL on 127.0.0.1:5432 with trust auth for user 'postgres'",
+        )
     name = create_database()
     try:
         yield name

@@ -11,6 +11,13 @@ types. Whatever the damage, a read method returns a typed result or raises a
 References get the same treatment: any text is either parsed into a reference that prints
 back to itself, or refused with :class:`~registry_sdk.InvalidReferenceError`; resolving any
 text against the fake server raises nothing but ``RegistryError``.
+
+Downloads run the real code, into real temporary folders: a hostile server answers the
+download location (local paths, ``file:``, http(s), ``models:``, ...), the artifact listing
+(odd names, sizes and folders, listings that repeat or nest forever) and the file bodies.
+Only a ``RegistryError`` escapes, nothing is written outside the destination, and a failed
+download leaves none. The one stand-in: MLflow's clients for stores off this machine (s3:,
+gs:, ...) are not called; everything that speaks HTTP goes to the fake through ``responses``.
 """
 
 from __future__ import annotations
@@ -397,27 +404,28 @@ def _serve(http: responses.RequestsMock, handler: Any) -> None:
         http.add_callback(method, anything, callback=handler)
 
 
-def _no_local_copy(src: Path, *_: object) -> None:
-    """A damaged reply may name a local path ("/", "."): never copy the machine into a cache."""
-    raise FileNotFoundError(2, "not on this machine (fuzz sandbox)", str(src))
-
-
-def _no_foreign_download(**kwargs: Any) -> None:
-    """A damaged reply may name any scheme (s3:, ftp:, http:): never leave loopback."""
-    from mlflow.exceptions import MlflowException
-
-    msg = f"unsupported artifact location {kwargs.get('artifact_uri')!r} (fuzz sandbox)"
-    raise MlflowException(msg)
+#: Schemes whose artifact repositories talk HTTP through ``requests`` (which ``responses``
+#: intercepts) or need no network at all; MLflow's clients for any other scheme (s3:, gs:,
+#: ftp:, ...) would leave the machine.
+_INTERCEPTED_SCHEMES = frozenset({"http", "https", "runs", "models", "mlflow-artifacts"})
 
 
 @contextlib.contextmanager
 def _sandbox() -> Any:
+    """Let MLflow download only what stays in this process; the SDK's own code runs as is."""
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    with (
-        mock.patch.object(_download, "_copy_tree", _no_local_copy),
-        mock.patch.object(mlflow.artifacts, "download_artifacts", _no_foreign_download),
-    ):
+    real = mlflow.artifacts.download_artifacts
+
+    def only_intercepted(**kwargs: Any) -> Any:
+        uri = str(kwargs.get("artifact_uri"))
+        if urlsplit(uri).scheme.lower() in _INTERCEPTED_SCHEMES:
+            return real(**kwargs)
+        msg = f"unsupported artifact location {uri!r} (fuzz sandbox: would leave the machine)"
+        raise MlflowException(msg)
+
+    with mock.patch.object(mlflow.artifacts, "download_artifacts", only_intercepted):
         yield
 
 
@@ -533,3 +541,212 @@ def test_the_fake_answers_like_mlflow():
     """The valid replies parse into the entities: the fuzz starts from real shapes."""
     assert RegisteredModel.from_json(_model("m")).aliases == {"prod": 1, "staging": 2}
     assert ModelVersion.from_json(_version("m", 2)).metrics == {"accuracy": 0.7}
+
+
+# ============================================================================ downloads
+# The server chooses where the artifacts are, what the listing names and what each file holds.
+# The real download code runs against a hostile fake, into a real temporary folder: whatever
+# the server sends, only a RegistryError escapes, nothing is written outside the destination,
+# this machine's files are never copied (the server is not on loopback), and a failed download
+# leaves no destination behind.
+
+_SECRET = b"FUZZ-SECRET-3d9b1c-never-copy-me"
+#: Valid names come up often enough that downloads also get as far as the file bodies.
+_GOOD_NAMES = st.sampled_from(["MLmodel", "model.pkl", "d", "sub", "x.json"])
+_NAMES = st.one_of(
+    _GOOD_NAMES,
+    _GOOD_NAMES,
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "a/b",
+            "a\\b",
+            "",
+            "x\n",
+            "\x00",
+            "\ud800",
+            "a" * 300,
+            "\u00e9" * 130,
+            "CON",
+        ]
+    ),
+    st.text(max_size=12),
+)
+_ITEM = st.fixed_dictionaries(
+    {"path": _NAMES},
+    optional={
+        "is_dir": st.one_of(st.booleans(), st.booleans(), _ODD_VALUES),
+        "file_size": st.one_of(st.integers(0, 64), st.integers(0, 64), _ODD_VALUES),
+    },
+)
+_ITEMS = st.one_of(*[_ITEM] * 6, _ODD_VALUES)
+_PATH_TEXT = st.text(max_size=12).filter(lambda t: ".." not in t)  # stays in the sandbox at HEAD
+_DOWNLOAD_URIS = st.one_of(
+    # Local forms: {secret} is a folder of this machine holding a secret and an MLmodel.
+    st.sampled_from(
+        [
+            "{secret}",
+            "{secret}/id_rsa",
+            "file://{secret}",
+            "file:{secret}",
+            "file://localhost{secret}",
+            "file://registry.test{secret}",
+            "FILE://{secret}/",
+        ]
+    ),
+    _PATH_TEXT.map(lambda t: "{secret}/" + t),
+    st.builds(
+        "{}://{}{}".format,
+        st.sampled_from(["http", "https", "HTTP"]),
+        st.sampled_from(["registry.test", "REGISTRY.test", "elsewhere.invalid", "127.0.0.1:9"]),
+        st.sampled_from(["", "/", "/x", ARTIFACTS, f"{ARTIFACTS}/0/m/1/artifacts", "/api/2.0"])
+        | _PATH_TEXT.map(lambda t: "/" + t),
+    ),
+    _PATH_TEXT.map(lambda t: "mlflow-artifacts:/" + t),
+    st.sampled_from(
+        [
+            "mlflow-artifacts:/0/m/1/artifacts",
+            "mlflow-artifacts://elsewhere.invalid/0/m/1/artifacts",
+            "models:/m/1",
+            "models:/other@prod",
+            "runs:/run1/model",
+            "runs:/",
+            "s3://bucket/m/1",
+        ]
+    ),
+)
+
+
+@dataclass
+class HostileArtifacts:
+    """What the server answers: the location, the root listing, how sub-folders are listed
+    (``none``: empty; ``repeat``: like the root; ``forever``: one more folder each time), and
+    the status and body of every file."""
+
+    uri: str
+    root: list[Any]
+    nesting: str
+    status: int
+    body: bytes
+
+
+hostile_artifacts = st.builds(
+    HostileArtifacts,
+    uri=_DOWNLOAD_URIS,
+    root=st.lists(_ITEMS, max_size=4),
+    nesting=st.sampled_from(["none", "repeat", "forever"]),
+    status=st.sampled_from([200, 200, 200, 404, 503]),
+    body=st.binary(max_size=64),
+)
+
+
+class HostileArtifactServer:
+    """Answers like :func:`valid_reply`, except for the download location and the artifacts."""
+
+    #: Listings served before giving up on a client that never stops asking.
+    MAX_LISTINGS = 2000
+
+    def __init__(self, case: HostileArtifacts, uri: str) -> None:
+        self.case = case
+        self.uri = uri
+        self.root_folder: str | None = None
+        self.listings = 0
+
+    def _listing(self, folder: str) -> Any:
+        self.listings += 1
+        if self.listings > self.MAX_LISTINGS:
+            return "give up"
+        if self.root_folder is None:
+            self.root_folder = folder
+        if folder == self.root_folder or self.case.nesting == "repeat":
+            return self.case.root
+        if self.case.nesting == "forever":
+            return [{"path": "d", "is_dir": True}]
+        return []
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+        path = urlsplit(str(request.url)).path
+        as_json = {"Content-Type": "application/json"}
+        if path == ARTIFACTS:
+            body = {"files": self._listing(_arg(request, "path"))}
+            return 200, as_json, json.dumps(body).encode()
+        if path.startswith(ARTIFACTS + "/"):
+            return self.case.status, {"Content-Type": "application/octet-stream"}, self.case.body
+        if path == f"{API}/model-versions/get-download-uri":
+            return 200, as_json, json.dumps({"artifact_uri": self.uri}).encode()
+        return valid_reply(request)
+
+
+def _snapshot(root: Path) -> dict[str, Any]:
+    """Every entry below ``root`` (links not followed): folders, links and file contents."""
+    out: dict[str, Any] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder, name)
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                out[rel] = ("link", str(path.readlink()))
+            elif path.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = path.read_bytes()
+    return out
+
+
+def _run_download(case: HostileArtifacts) -> None:
+    sandbox = Path(tempfile.mkdtemp(prefix="fuzz-download-"))
+    cwd = Path.cwd()
+    try:
+        secret = sandbox / "secret"
+        secret.mkdir()
+        (secret / "id_rsa").write_bytes(_SECRET)
+        (secret / "MLmodel").write_bytes(MLMODEL)
+        (sandbox / "cwd").mkdir()
+        dest = sandbox / "out" / "artifacts"
+        before = _snapshot(sandbox)
+        server = HostileArtifactServer(case, case.uri.replace("{secret}", str(secret)))
+        failed: RegistryError | None = None
+        # In the sandbox: MLflow's default registry is sqlite:///mlflow.db in the working folder.
+        os.chdir(sandbox / "cwd")
+        try:
+            with _sandbox(), responses.RequestsMock(assert_all_requests_are_fired=False) as http:
+                _serve(http, server)
+                client = _client(sandbox / "cache")
+                try:
+                    uri = client.backend.get_download_uri("m", 1)
+                    _download.download(
+                        uri, dest, backend=client.backend, settings=client.settings, label="m/1"
+                    )
+                except RegistryError as exc:  # typed: what the caller can catch
+                    failed = exc
+        finally:
+            os.chdir(cwd)
+        after = _snapshot(sandbox)
+        prefix = "out/artifacts"
+        outside = {k: v for k, v in after.items() if k != prefix and not k.startswith(prefix + "/")}
+        outside.pop("out", None)  # the destination's parent may be created
+        assert outside == before, "something was written outside the destination"
+        inside = {k: v for k, v in after.items() if k.startswith(prefix + "/")}
+        assert all(v == "dir" or isinstance(v, bytes) for v in inside.values()), inside
+        assert not any(isinstance(v, bytes) and _SECRET in v for v in inside.values())
+        if failed is not None:
+            assert not dest.exists(), f"{failed!r} left {sorted(inside)}"
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+@FUZZ
+@given(case=hostile_artifacts)
+def test_a_hostile_download_raises_only_registry_errors_and_writes_only_into_dest(case):
+    _run_download(case)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["{secret}", "file://{secret}", "http://registry.test/x", "https://elsewhere.invalid/a"],
+)
+def test_the_download_fuzz_reaches_the_real_download_code(uri):
+    """The hand-picked cases the fuzz must never lose: local paths and http(s) locations."""
+    _run_download(HostileArtifacts(uri, [], "none", 200, b""))

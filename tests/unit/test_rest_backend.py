@@ -674,3 +674,9 @@ def test_server_info_reports_an_unreachable_server_after_one_try(http, sleep):
     assert "cannot reach the registry" in (info.detail or "")
     assert len(http.calls) == 1
     assert sleep.calls == []
+
+
+def test_a_reply_nested_too_deep_to_parse_is_an_invalid_response(http, client):
+    http.get(GET_MODEL, body="[" * 100_000 + "]" * 100_000, content_type="application/json")
+    with pytest.raises(InvalidResponseError, match="not JSON"):
+        client.get_model("churn")
