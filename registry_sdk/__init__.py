@@ -30,6 +30,7 @@ from registry_sdk.errors import (
     AliasNotFoundError,
     AlreadyExistsError,
     CacheIntegrityError,
+    ConfigurationError,
     InvalidReferenceError,
     InvalidRequestError,
     InvalidResponseError,
@@ -40,8 +41,10 @@ from registry_sdk.errors import (
     PromotionRejectedError,
     RegistryError,
     RegistryUnavailableError,
+    UnsafeArtifactError,
     VersionNotFoundError,
 )
+from registry_sdk.integrity import Verification
 from registry_sdk.lifecycle import AliasHistory, Gate, MigrationStep, parse_gate
 from registry_sdk.loading import (
     LoadedModel,
@@ -59,6 +62,7 @@ __all__ = [
     "AliasNotFoundError",
     "AlreadyExistsError",
     "CacheIntegrityError",
+    "ConfigurationError",
     "Environment",
     "Gate",
     "InvalidReferenceError",
@@ -83,6 +87,8 @@ __all__ = [
     "RegistryUnavailableError",
     "RunData",
     "StaleAliasWarning",
+    "UnsafeArtifactError",
+    "Verification",
     "VersionDiff",
     "VersionNotFoundError",
     "Watch",

@@ -9,17 +9,34 @@ Layout under ``cache_dir``::
 
 A version is filled into a temporary directory under a file lock and renamed into place, so a
 reader never sees half a model and two processes filling the same version download it once.
-Every directory is private to the user (0700), every file 0600. Names are escaped (see
-``_escape``), so no model name or alias can point outside the cache.
+Every directory is private to the user (0700), every file 0600, and a cache directory that
+another user owns or may write to is refused. Names are escaped (see ``_escape``), so no model
+name or alias can point outside the cache.
+
+What an entry's manifest guarantees:
+
+* It is sealed with an HMAC-SHA256 under a random key kept in ``<cache_dir>/.key`` (0600): a
+  manifest written by anything but this cache's own code (records edited to match planted
+  files, an entry copied in from another cache) is refused.
+* Each file's record holds its sha256, size, modification and change times and inode. Any
+  write to a file moves its change time (``ctime``), even when the size and the modification
+  time are put back, and a replaced file has a new inode: the cheap check compares all of
+  them and hashes a file only when one differs. Bit rot without a write is caught only by the
+  full check (``verify_cache``).
+* It records the version's identity (creation time, run and source) and the digest of its
+  artifact tree; a loader that gets fresher metadata from the registry compares both, so a
+  model deleted and re-created under the same name is never served from the old entry.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -27,19 +44,37 @@ from urllib.parse import quote
 
 import attrs
 
+from registry_sdk._config import absolute_store_uri as canonical_registry_uri
+from registry_sdk._digest import FileDigest, sha256_file, tree_digest, walk_files
 from registry_sdk.entities import ModelVersion
-from registry_sdk.errors import CacheIntegrityError
+from registry_sdk.errors import CacheIntegrityError, RegistryError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+__all__ = [
+    "ARTIFACTS",
+    "FAST",
+    "KEY_FILE",
+    "MANIFEST",
+    "CachedVersion",
+    "FileRecord",
+    "ModelCache",
+    "canonical_registry_uri",
+    "check_private_dir",
+    "registry_id",
+    "sha256_file",
+    "version_identity",
+]
+
 MANIFEST = "manifest.json"
 ARTIFACTS = "artifacts"
 FAST = "fast"
-_FORMAT = 1
+_FORMAT = 2
+KEY_FILE = ".key"
+_KEY_BYTES = 32
 _MAX_COMPONENT = 120
-_CHUNK = 1 << 20
 #: How long a process waits for another one filling the same version.
 LOCK_TIMEOUT_S = 600.0
 #: An escape sequence quote() made (kept as is), or an ASCII capital (escaped in turn).
@@ -76,19 +111,99 @@ def registry_id(registry_uri: str) -> str:
     """A readable, collision-free directory name for a registry URI (credentials never in it)."""
     from registry_sdk.errors import redact
 
-    clean = redact(registry_uri)
+    clean = redact(canonical_registry_uri(registry_uri))
     readable = "".join(c if c.isalnum() or c in "-." else "_" for c in clean)[:48].strip("_")
     digest = hashlib.sha256(clean.encode()).hexdigest()[:12]
     return _escape(f"{readable}-{digest}")
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _load_key(root: Path) -> bytes:
+    """The cache's manifest key, created on first use (0600, never following a symlink)."""
+    path = root / KEY_FILE
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_RDONLY | nofollow)
+        except FileNotFoundError:
+            _private_dir(root)
+            tmp = root / f".key.{uuid.uuid4().hex}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(_KEY_BYTES))
+            try:
+                os.link(tmp, path)  # atomic and exclusive: the first writer's key wins
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            continue
+        except OSError as exc:  # a symlink (ELOOP) or unreadable
+            msg = f"the cache key {path} cannot be read safely ({exc}); remove it to start over"
+            raise CacheIntegrityError(msg) from None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            key = fh.read(_KEY_BYTES + 1)
+        private = not hasattr(os, "getuid") or (st.st_uid == os.getuid() and not st.st_mode & 0o077)
+        if len(key) != _KEY_BYTES or not private:
+            msg = (
+                f"the cache key {path} is not a private {_KEY_BYTES}-byte file of yours; "
+                "remove it (the cache is filled again) or use another cache directory"
+            )
+            raise CacheIntegrityError(msg)
+        return key
+    msg = f"the cache key {path} keeps disappearing; is another program removing it?"
+    raise CacheIntegrityError(msg)
+
+
+def _seal(key: bytes, payload: dict[str, Any]) -> str:
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, body.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def version_identity(mv: ModelVersion) -> tuple[str, str | None, str]:
+    """What tells two versions with the same name and number apart (a re-created model)."""
+    return (mv.created_at.isoformat(), mv.run_id, mv.source)
+
+
+def check_private_dir(path: Path, *, what: str = "cache directory") -> None:
+    """Refuse a directory that other users could write to, or that is not ours (POSIX).
+
+    A directory owned by someone else, or writable by group or others, may hold planted files:
+    a forged cache entry or outbox entry. Missing directories are fine (they are created 0700).
+
+    Raises:
+        CacheIntegrityError: ``path`` (or the symlink it is) belongs to another user, or group
+            or others may write to it; says how to fix it.
+    """
+    if not hasattr(os, "getuid"):  # Windows: ACLs, not modes; the user profile is private
+        return
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = path.stat()
+        except OSError:
+            return
+    if not stat.S_ISDIR(st.st_mode):
+        msg = f"the {what} {path} exists but is not a directory"
+        raise CacheIntegrityError(msg)
+    uid = os.getuid()
+    if st.st_uid != uid:
+        msg = (
+            f"the {what} {path} belongs to uid {st.st_uid}, not to you (uid {uid}): "
+            "files in it could have been planted. Use a directory of your own "
+            "(REGISTRY_SDK_CACHE_DIR or cache_dir=)"
+        )
+        raise CacheIntegrityError(msg)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        msg = (
+            f"the {what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}): "
+            f"files in it could have been planted. Run `chmod go-w {path}` or use a private "
+            "directory (REGISTRY_SDK_CACHE_DIR or cache_dir=)"
+        )
+        raise CacheIntegrityError(msg)
 
 
 def _private_dir(path: Path) -> Path:
@@ -105,11 +220,38 @@ def _private_dir(path: Path) -> Path:
 
 @attrs.frozen
 class FileRecord:
-    """What the manifest knows of one file."""
+    """What the manifest knows of one file.
+
+    Its content hash and size, and the stat fields that move on any write (``ctime_ns``) or
+    replacement (``inode``).
+    """
 
     sha256: str
     size: int
     mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path, sha256: str | None = None) -> FileRecord:
+        """The record of ``path`` as it is now (hashing it unless ``sha256`` is given)."""
+        st = path.lstat()
+        return cls(
+            sha256=sha256 or sha256_file(path),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            inode=st.st_ino,
+        )
+
+    def same_stat(self, st: os.stat_result) -> bool:
+        """Whether ``st`` shows the file untouched since it was recorded."""
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == (
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.inode,
+        )
 
 
 @attrs.frozen
@@ -121,34 +263,87 @@ class CachedVersion:
     files: dict[str, FileRecord]
     fast: dict[str, Any] | None
     created_at: float
+    #: The digest of the artifact tree, and whether it matched the one the version records.
+    digest: str = ""
+    digest_verified: bool = False
 
     @property
     def artifacts(self) -> Path:
         """The MLflow model directory."""
         return self.path / ARTIFACTS
 
+    def artifact_records(self) -> list[FileDigest]:
+        """The manifest's records of the artifact files (paths relative to ``artifacts/``)."""
+        prefix = ARTIFACTS + "/"
+        return [
+            FileDigest(rel[len(prefix) :], r.size, r.sha256)
+            for rel, r in self.files.items()
+            if rel.startswith(prefix)
+        ]
+
     def check(self, *, full: bool = False) -> list[str]:
-        """Files that do not match the manifest: cheap (size and mtime, hash on doubt) or full."""
+        """Files that do not match the manifest: cheap (stat fields, hash on doubt) or full.
+
+        Also lists files on disk that the manifest does not know (planted next to the model).
+        """
+        return self.check_detail(full=full)[0]
+
+    def check_detail(self, *, full: bool = False) -> tuple[list[str], list[str]]:
+        """``(bad files, files whose stat moved but whose content still matches)``."""
         bad: list[str] = []
+        moved: list[str] = []
         for rel, record in self.files.items():
             file = self.path / rel
             try:
-                st = file.stat()
+                st = file.lstat()
             except OSError:
                 bad.append(rel)
                 continue
-            doubt = full or st.st_mtime_ns != record.mtime_ns
-            if st.st_size != record.size or (doubt and sha256_file(file) != record.sha256):
+            if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
                 bad.append(rel)
-        return bad
+                continue
+            if full or not record.same_stat(st):
+                try:
+                    same = sha256_file(file) == record.sha256
+                except OSError:
+                    same = False
+                if not same:
+                    bad.append(rel)
+                elif not record.same_stat(st):
+                    moved.append(rel)
+        # Without a description the fast form is never read (a fill killed before recording it
+        # leaves one behind; the next add_fast_form replaces it).
+        for folder in (ARTIFACTS, FAST) if self.fast is not None else (ARTIFACTS,):
+            root = self.path / folder
+            try:
+                present = {f"{folder}/{p.relative_to(root).as_posix()}" for p in walk_files(root)}
+            except (OSError, CacheIntegrityError):
+                bad.append(folder)
+                continue
+            bad.extend(sorted(present - set(self.files)))
+        return bad, moved
 
 
 class ModelCache:
-    """The cache of one registry under ``root``."""
+    """The cache of one registry under ``root``.
+
+    Raises:
+        CacheIntegrityError: ``root`` belongs to another user or others may write to it.
+    """
 
     def __init__(self, root: Path, registry_uri: str) -> None:
         self.root = root
         self.base = root / registry_id(registry_uri)
+        check_private_dir(root)
+        check_private_dir(self.base)
+        self._key: bytes | None = None
+
+    @property
+    def key(self) -> bytes:
+        """The key that seals this cache's manifests (read or created on first use)."""
+        if self._key is None:
+            self._key = _load_key(self.root)
+        return self._key
 
     def model_dir(self, name: str) -> Path:
         """The directory of one registered model."""
@@ -161,26 +356,59 @@ class ModelCache:
     # ------------------------------------------------------------------------ reading
 
     def get(self, name: str, version: int) -> CachedVersion | None:
-        """The cached version if complete; None if absent (a partial fill is never visible)."""
+        """The cached version if complete; None if absent (a partial fill is never visible).
+
+        An entry of an older cache format is absent too (it is filled again).
+
+        Raises:
+            CacheIntegrityError: the manifest is not one this cache wrote (its seal does not
+                match: edited, forged or copied from another cache) or has another shape.
+        """
         path = self.version_dir(name, version)
         try:
             data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            return None
+        seal = data.pop("hmac", None)
+        if not isinstance(seal, str) or not hmac.compare_digest(seal, _seal(self.key, data)):
+            msg = (
+                f"the cache manifest of {name}/{version} at {path} was not written by this "
+                "cache (its seal does not match): it was edited or copied from elsewhere"
+            )
+            raise CacheIntegrityError(msg)
         try:
-            return CachedVersion(
+            entry = CachedVersion(
                 path=path,
                 version=ModelVersion.from_json(data["model_version"]),
                 files={k: FileRecord(**v) for k, v in data["files"].items()},
                 fast=data.get("fast"),
                 created_at=float(data.get("created_at", 0.0)),
+                digest=str(data.get("digest", "")),
+                digest_verified=bool(data.get("digest_verified", False)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # any shape but ours
             msg = f"the cache manifest of {name}/{version} at {path} is unreadable: {exc}"
             raise CacheIntegrityError(msg) from None
+        if (entry.version.name, entry.version.version) != (name, int(version)):
+            msg = (
+                f"the cache manifest at {path} describes {entry.version.ref}, not {name}/{version}"
+            )
+            raise CacheIntegrityError(msg)
+        return entry
 
     def versions(self) -> Iterator[CachedVersion]:
-        """Every complete cached version of this registry."""
+        """Every complete cached version of this registry (forged entries are skipped)."""
+        for _, found in self.scan():
+            if isinstance(found, CachedVersion):
+                yield found
+
+    def scan(self) -> Iterator[tuple[str, CachedVersion | CacheIntegrityError]]:
+        """``(ref, entry or why it is refused)`` for every version directory with a manifest.
+
+        Unreadable manifests are left out, as :meth:`get` treats them as absent.
+        """
         if not self.base.is_dir():
             return
         for model in sorted(self.base.iterdir()):
@@ -188,15 +416,22 @@ class ModelCache:
             if not versions.is_dir():
                 continue
             for vdir in sorted(versions.iterdir()):
-                if vdir.is_dir() and vdir.name.isdigit() and (vdir / MANIFEST).is_file():
-                    try:
-                        manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
-                    except (OSError, ValueError):
-                        continue  # unreadable: absent, as for get(); a load fills it again
+                if not (vdir.is_dir() and vdir.name.isdigit() and (vdir / MANIFEST).is_file()):
+                    continue
+                try:
+                    manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
                     mv = ModelVersion.from_json(manifest["model_version"])
+                except (OSError, ValueError, KeyError, TypeError, RegistryError):
+                    continue  # unreadable: absent, as for get(); a load fills it again
+                if self.version_dir(mv.name, mv.version) != vdir:
+                    continue  # misplaced: get() of this directory's version refuses it
+                try:
                     cached = self.get(mv.name, mv.version)
-                    if cached is not None:
-                        yield cached
+                except CacheIntegrityError as exc:
+                    yield mv.ref, exc
+                    continue
+                if cached is not None:
+                    yield mv.ref, cached
 
     # ------------------------------------------------------------------------ filling
 
@@ -208,19 +443,35 @@ class ModelCache:
         _private_dir(vdir.parent)
         return FileLock(str(vdir) + ".lock", timeout=LOCK_TIMEOUT_S, mode=0o600)
 
+    def _usable(self, name: str, version: int) -> CachedVersion | None:
+        try:
+            existing = self.get(name, version)
+        except CacheIntegrityError:
+            return None
+        return existing if existing is not None and not existing.check() else None
+
     def fill(
         self,
         mv: ModelVersion,
         download: Callable[[Path], None],
+        *,
+        verify: Callable[[list[FileDigest]], bool] | None = None,
+        replace: bool = False,
     ) -> CachedVersion:
         """Download ``mv`` into the cache once: under a lock, into a temp dir, then rename.
 
-        ``download(dest)`` must put the model's artifacts into ``dest``. Another process that
-        filled the version while we waited for the lock wins; we use its entry.
+        ``download(dest)`` must put the model's artifacts into ``dest``. ``verify(records)``
+        gets the hashed artifact files before anything is renamed into place; it raises to
+        refuse them (nothing is cached) and returns whether they matched a recorded digest.
+        Another process that filled the same version while we waited for the lock wins; we use
+        its entry, unless ``replace`` (the entry is known stale: a re-created model).
         """
         with self.lock(mv.name, mv.version):
-            existing = self.get(mv.name, mv.version)
-            if existing is not None and not existing.check():
+            existing = self._usable(mv.name, mv.version)
+            same = existing is not None and (
+                version_identity(existing.version) == version_identity(mv)
+            )
+            if existing is not None and same and not replace:
                 return existing
             final = self.version_dir(mv.name, mv.version)
             # A fill killed mid-download leaves its temp dir behind (an eviction, its trash).
@@ -232,9 +483,23 @@ class ModelCache:
             _private_dir(tmp)
             try:
                 download(tmp / ARTIFACTS)
-                self._write_manifest(tmp, mv, fast=None)
+                records = self._records(tmp)
+                artifacts = [
+                    FileDigest(rel[len(ARTIFACTS) + 1 :], r.size, r.sha256)
+                    for rel, r in records.items()
+                    if rel.startswith(ARTIFACTS + "/")
+                ]
+                verified = verify(artifacts) if verify is not None else False
+                self._write_manifest(
+                    tmp,
+                    mv,
+                    fast=None,
+                    files=records,
+                    digest=tree_digest(artifacts),
+                    digest_verified=verified,
+                )
                 if final.exists():
-                    # A corrupt entry: move it aside, then out of the way.
+                    # A corrupt or stale entry: move it aside, then out of the way.
                     trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
                     final.replace(trash)
                     shutil.rmtree(trash, ignore_errors=True)
@@ -248,39 +513,78 @@ class ModelCache:
             raise CacheIntegrityError(msg)
         return entry
 
+    @staticmethod
+    def _records(vdir: Path) -> dict[str, FileRecord]:
+        """Hash every file under ``vdir`` (refusing symlinks and special files) and lock it down."""
+        files: dict[str, FileRecord] = {}
+        for file in walk_files(vdir):
+            rel = file.relative_to(vdir).as_posix()
+            if rel == MANIFEST or rel.startswith(f".{MANIFEST}."):
+                continue
+            file.chmod(0o600)
+            files[rel] = FileRecord.of(file)
+        for folder in (p for p in vdir.rglob("*") if p.is_dir() and not p.is_symlink()):
+            folder.chmod(0o700)
+        return files
+
     def _write_manifest(
         self,
         vdir: Path,
         mv: ModelVersion,
         fast: dict[str, Any] | None,
-        known: dict[str, FileRecord] | None = None,
+        files: dict[str, FileRecord],
+        digest: str,
+        *,
+        digest_verified: bool,
     ) -> None:
-        # Files the manifest already covers keep their records: a rewrite never blesses a change.
-        files = {rel: attrs.asdict(record) for rel, record in (known or {}).items()}
-        for file in sorted(p for p in vdir.rglob("*") if p.is_file() and p.name != MANIFEST):
-            file.chmod(0o600)
-            st = file.stat()
-            rel = file.relative_to(vdir).as_posix()
-            if rel in files:
-                continue
-            files[rel] = {
-                "sha256": sha256_file(file),
-                "size": st.st_size,
-                "mtime_ns": st.st_mtime_ns,
-            }
-        for folder in (p for p in vdir.rglob("*") if p.is_dir()):
-            folder.chmod(0o700)
         payload = {
             "format": _FORMAT,
             "model_version": mv.to_json(),
-            "files": files,
+            "files": {rel: attrs.asdict(record) for rel, record in sorted(files.items())},
             "fast": fast,
             "created_at": time.time(),
+            "digest": digest,
+            "digest_verified": digest_verified,
         }
-        tmp = vdir / f".{MANIFEST}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.chmod(0o600)
+        payload["hmac"] = _seal(self.key, payload)
+        tmp = vdir / f".{MANIFEST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(payload, indent=1, sort_keys=True))
         tmp.replace(vdir / MANIFEST)
+
+    def rewrite(
+        self,
+        entry: CachedVersion,
+        *,
+        version: ModelVersion | None = None,
+        files: dict[str, FileRecord] | None = None,
+        fast: dict[str, Any] | None = None,
+        digest_verified: bool | None = None,
+    ) -> CachedVersion:
+        """Rewrite an entry's manifest under its lock (new metadata, refreshed stat fields).
+
+        Records are only ever taken from ``entry`` (already trusted) or given by the caller
+        after it hashed the files: a rewrite never blesses a change it did not check.
+        """
+        with self.lock(entry.version.name, entry.version.version):
+            current = self.get(entry.version.name, entry.version.version)
+            if current is None or current.path != entry.path:
+                return entry
+            self._write_manifest(
+                current.path,
+                version or current.version,
+                fast=current.fast if fast is None else fast,
+                files={**current.files, **(files or {})},
+                digest=current.digest,
+                digest_verified=current.digest_verified
+                if digest_verified is None
+                else digest_verified,
+            )
+            refreshed = self.get(entry.version.name, entry.version.version)
+        return refreshed or entry
 
     def add_fast_form(self, entry: CachedVersion, write: Callable[[Path], dict[str, Any]]) -> None:
         """Add a fast-load form to a complete entry, under the version's lock.
@@ -303,8 +607,18 @@ class ModelCache:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
+            folder = current.path / FAST
+            files = dict(current.files)
+            for file in walk_files(folder):
+                file.chmod(0o600)
+                files[f"{FAST}/{file.relative_to(folder).as_posix()}"] = FileRecord.of(file)
             self._write_manifest(
-                current.path, current.version, fast=description, known=current.files
+                current.path,
+                current.version,
+                fast=description,
+                files=files,
+                digest=current.digest,
+                digest_verified=current.digest_verified,
             )
 
     def prune(self, keep: int) -> list[CachedVersion]:
@@ -340,6 +654,16 @@ class ModelCache:
                 trash = vdir.parent / f".old-{vdir.name}-{uuid.uuid4().hex[:8]}"
                 vdir.replace(trash)
                 shutil.rmtree(trash, ignore_errors=True)
+
+    def evict_model(self, name: str) -> None:
+        """Remove every cached version of a model and its remembered aliases."""
+        mdir = self.model_dir(name)
+        versions = mdir / "versions"
+        if versions.is_dir():
+            for vdir in versions.iterdir():
+                if vdir.is_dir() and vdir.name.isdigit():
+                    self.evict(name, int(vdir.name))
+        shutil.rmtree(mdir / "refs", ignore_errors=True)
 
     # ------------------------------------------------------------------------ alias refs
 

@@ -4,6 +4,27 @@ Staging always works (it needs no network). Pushing creates the run's params and
 MLflow logged model with the artifacts, the registered model, one version (exactly once: the
 entry's idempotency key is looked up before creating) and the alias, then deletes the entry.
 When the registry cannot be reached, the entry stays and :func:`push_pending` finishes it later.
+
+Every version a push creates carries the digest of the artifact tree it uploaded
+(``registry_sdk.artifacts.sha256``, see :mod:`registry_sdk._digest`), so a load can check that
+what it downloads is what was registered.
+
+Trust. An entry is a model that will be registered, with the pusher's credentials, under the
+pusher's name. Two rules keep someone else's entry from being pushed:
+
+* :func:`push_pending` pushes only entries staged for the pushing client's own tracking server
+  and registry (scheme, host, port and path compared; credentials ignored). An entry for
+  another registry stays in the outbox, untouched, and a warning says how to push it; it is
+  never sent to the host it names with the caller's credentials (MLflow's token and password
+  variables would otherwise go to whatever host an entry, perhaps a planted one, names).
+* An entry naming the pusher's *own* registry would register its model there: the defence is
+  that the outbox is private. It is created 0700 (entries 0700, ``entry.json`` 0600), and an
+  outbox that belongs to another user or that group or others may write to is refused
+  (:class:`~registry_sdk.errors.CacheIntegrityError`) before anything in it is read, staged or
+  pushed.
+
+Entries never store credentials: ``user:password@`` is removed from the URIs they record, and
+a push takes its credentials from the pushing client (its URI, or MLflow's variables).
 """
 
 from __future__ import annotations
@@ -11,19 +32,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 
+from registry_sdk._config import strip_userinfo
 from registry_sdk.errors import RegistryError, RegistryUnavailableError, redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-    from pathlib import Path
 
     from registry_sdk.client import RegistryClient
     from registry_sdk.entities import ModelVersion
@@ -33,17 +58,73 @@ logger = logging.getLogger("registry_sdk.outbox")
 ENTRY_FILE = "entry.json"
 MODEL_DIR = "model"
 _FORMAT = 1
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SQLITE = "sqlite:///"
+
+
+def recorded_uri(uri: str) -> str:
+    """``uri`` as an entry records it: no ``user:password@``; a relative SQLite path absolute.
+
+    ``sqlite:///mlflow.db`` (MLflow's default) is relative to the working directory *now*; a
+    later push may run elsewhere.
+
+    Raises:
+        TypeError: ``uri`` is not a string (a damaged ``entry.json``).
+    """
+    if not isinstance(uri, str):
+        msg = f"a registry URI must be a string, got {type(uri).__name__}"
+        raise TypeError(msg)
+    uri = strip_userinfo(uri)
+    if uri.startswith(_SQLITE) and not uri.startswith(_SQLITE + "/") and ":memory:" not in uri:
+        return _SQLITE + str(Path(uri[len(_SQLITE) :]).resolve())
+    return uri
+
+
+def _location(uri: str) -> tuple[str, str, str, str]:
+    """What identifies a server or store: scheme, host, port and path (no credentials, query)."""
+    parts = urlsplit(recorded_uri(uri))
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    try:
+        port = str(parts.port or _DEFAULT_PORTS.get(scheme) or "")
+    except ValueError:  # not a number: compare it as written
+        port = parts.netloc.rpartition(":")[2]
+    return scheme, host, port, parts.path.rstrip("/")
+
+
+def same_registry(entry: Entry, client: RegistryClient) -> bool:
+    """Whether ``entry`` was staged for ``client``'s own tracking server and registry."""
+    settings = client.settings
+    return _location(entry.tracking_uri) == _location(settings.tracking_uri) and _location(
+        entry.registry_uri
+    ) == _location(settings.registry_uri)
+
+
+def check_outbox(cache_dir: Path) -> None:
+    """Refuse an outbox that is not ours or that other users may write to.
+
+    Raises:
+        CacheIntegrityError: the outbox belongs to another user, or group or others may
+            write to it (entries could have been planted); says how to fix it.
+    """
+    from registry_sdk._cache import check_private_dir
+
+    check_private_dir(outbox_dir(cache_dir), what="outbox")
 
 
 @attrs.define
 class Entry:
-    """One staged registration; ``path`` holds ``entry.json`` and the saved ``model/``."""
+    """One staged registration; ``path`` holds ``entry.json`` and the saved ``model/``.
+
+    ``tracking_uri`` and ``registry_uri`` are recorded without credentials (see
+    :func:`recorded_uri`), also when an entry written by an older version holds some.
+    """
 
     path: Path
     key: str
     name: str
-    tracking_uri: str
-    registry_uri: str
+    tracking_uri: str = attrs.field(converter=recorded_uri)
+    registry_uri: str = attrs.field(converter=recorded_uri)
     alias: str | None = None
     description: str | None = None
     tags: dict[str, str] = attrs.Factory(dict)
@@ -74,9 +155,12 @@ class Entry:
         return cls(path=path, **data)
 
     def save(self) -> None:
-        """Rewrite ``entry.json`` atomically."""
+        """Rewrite ``entry.json`` atomically (readable by its owner only)."""
         tmp = self.path / f".{ENTRY_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True), encoding="utf-8")
+        tmp.unlink(missing_ok=True)  # a leftover of a crashed process with the same pid
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(tmp, flags, 0o600), "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(self.to_json(), indent=2, sort_keys=True))
         tmp.replace(self.path / ENTRY_FILE)
 
     @property
@@ -90,10 +174,25 @@ def outbox_dir(cache_dir: Path) -> Path:
     return cache_dir / "outbox"
 
 
+def _private_dirs(path: Path) -> None:
+    # Not mkdir(parents=True): that gives the missing parents the default mode, not 0700.
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def new_entry_dir(cache_dir: Path, key: str) -> Path:
-    """A fresh, private staging directory; renamed into the outbox by :func:`commit`."""
+    """A fresh, private staging directory; renamed into the outbox by :func:`commit`.
+
+    Raises:
+        CacheIntegrityError: the outbox is not private (see :func:`check_outbox`).
+    """
+    check_outbox(cache_dir)
     root = outbox_dir(cache_dir)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_dirs(root)
     tmp = root / f".staging-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(mode=0o700)
     return tmp
@@ -109,7 +208,12 @@ def commit(entry: Entry) -> Entry:
 
 
 def pending(cache_dir: Path) -> list[Entry]:
-    """Staged registrations not yet pushed, oldest first (unfinished staging is ignored)."""
+    """Staged registrations not yet pushed, oldest first (unfinished staging is ignored).
+
+    Raises:
+        CacheIntegrityError: the outbox is not private (see :func:`check_outbox`).
+    """
+    check_outbox(cache_dir)
     root = outbox_dir(cache_dir)
     if not root.is_dir():
         return []
@@ -221,15 +325,21 @@ def push(entry: Entry, client: RegistryClient) -> ModelVersion:
     """Register a staged entry exactly once and remove it from the outbox.
 
     One process at a time pushes an entry (a file lock beside it): a second pusher waits, then
-    finds the entry gone and returns the version the first one registered.
+    finds the entry gone and returns the version the first one registered. The entry is pushed
+    with ``client`` whatever registry it records (``@register`` stages and pushes with one
+    client); :func:`push_pending` chooses which entries a client may push.
 
     Raises:
+        CacheIntegrityError: the outbox is not private (see :func:`check_outbox`).
         RegistryUnavailableError: the tracking server or registry cannot be reached; the entry
             stays in the outbox.
         RegistryError: anything else the registry refused; the entry stays too.
     """
     from filelock import FileLock
 
+    from registry_sdk._cache import check_private_dir
+
+    check_private_dir(entry.path.parent, what="outbox")
     locks = entry.path.parent.parent / "locks"
     locks.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_path = locks / f"outbox-{entry.path.name}.lock"
@@ -252,6 +362,7 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from registry_sdk._digest import digest_tags, tree_records
     from registry_sdk.errors import from_mlflow_exception
 
     settings = client.settings
@@ -271,6 +382,10 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
             raise RegistryUnavailableError(redact(msg)) from None
         raise
 
+    # After the sync: it rewrote MLmodel before uploading, and the digest must be of the bytes
+    # uploaded. A later push finds the same files (MLmodel is rewritten only while the logged
+    # model is not complete, and then with the same values), so it records the same digest.
+    digest = digest_tags(tree_records(entry.model_path))
     entry.attempts += 1
     entry.save()
     client.create_model(entry.name, exist_ok=True)
@@ -279,7 +394,7 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
         f"models:/{entry.model_id}",
         run_id=entry.run_id,
         model_id=entry.model_id,
-        tags=entry.tags,
+        tags={**entry.tags, **digest},
         description=entry.description,
         idempotency_key=entry.key,
         # A repeated push must find the version an earlier attempt may have made.
@@ -300,38 +415,65 @@ def _unreachable(client: RegistryClient) -> bool:
 
 
 def push_pending(client: RegistryClient | None = None) -> list[ModelVersion]:
-    """Register every model waiting in the outbox, oldest first; each exactly once.
+    """Register every model waiting in the outbox for ``client``'s registry, oldest first.
 
-    Entries whose registry differs from ``client``'s are pushed with a client for their own
-    registry. An entry that fails stays in the outbox; the first failure is raised after the
-    other entries were tried.
+    Each is registered exactly once. Only entries staged for ``client``'s own tracking server
+    and registry are pushed (credentials do not count); the others stay in the outbox,
+    untouched, and a :class:`~registry_sdk.PendingRegistrationWarning` names their registry and
+    how to push them (with a client for it). An entry that fails stays in the outbox; the first
+    failure is raised after the other entries were tried.
+
+    Raises:
+        CacheIntegrityError: the outbox is not private (another user's, or writable by group
+            or others): nothing in it is pushed.
+        RegistryError: the first entry that could not be pushed.
     """
     from registry_sdk.client import RegistryClient
 
     client = client or RegistryClient()
-    clients: dict[tuple[str, str], RegistryClient] = {
-        (client.tracking_uri, client.registry_uri): client
-    }
     pushed: list[ModelVersion] = []
+    elsewhere: dict[tuple[tuple[str, ...], ...], list[Entry]] = {}
     first_error: RegistryError | None = None
     for entry in pending(client.settings.cache_dir):
-        key = (entry.tracking_uri, entry.registry_uri)
-        if key not in clients:
-            clients[key] = RegistryClient(
-                entry.tracking_uri,
-                registry_uri=entry.registry_uri,
-                cache_dir=client.settings.cache_dir,
-                timeout=client.settings.timeout,
-                max_retries=client.settings.max_retries,
-            )
+        if not same_registry(entry, client):
+            where = (_location(entry.tracking_uri), _location(entry.registry_uri))
+            elsewhere.setdefault(where, []).append(entry)
+            continue
         try:
-            pushed.append(push(entry, clients[key]))
+            pushed.append(push(entry, client))
         except RegistryError as exc:
             logger.warning("could not push %s (%s) yet: %s", entry.name, entry.path.name, exc)
             first_error = first_error or exc
+    for entries in elsewhere.values():
+        _warn_elsewhere(client, entries)
     if first_error is not None:
         raise first_error
     return pushed
+
+
+def _warn_elsewhere(client: RegistryClient, entries: list[Entry]) -> None:
+    """Say which entries wait for another registry, and the commands that would push them."""
+    from registry_sdk.decorators import PendingRegistrationWarning
+
+    tracking, registry = redact(entries[0].tracking_uri), redact(entries[0].registry_uri)
+    names = ", ".join(sorted({repr(e.name) for e in entries}))
+    if _location(tracking) == _location(registry):
+        python = f"push_pending(RegistryClient({tracking!r}))"
+        shell = f"registry --tracking-uri {shlex.quote(tracking)} push"
+    else:
+        python = f"push_pending(RegistryClient({tracking!r}, registry_uri={registry!r}))"
+        shell = (
+            f"MLFLOW_REGISTRY_URI={shlex.quote(registry)} "
+            f"registry --tracking-uri {shlex.quote(tracking)} push"
+        )
+    message = (
+        f"{len(entries)} model(s) in the outbox ({names}) were staged for the registry at "
+        f"{registry} (tracking server {tracking}), not for this client's "
+        f"({redact(recorded_uri(client.settings.registry_uri))}); they were not pushed and stay "
+        f"in {outbox_dir(client.settings.cache_dir)}. To register them, push with a client for "
+        f"that registry: {python}, or `{shell}`"
+    )
+    warnings.warn(message, PendingRegistrationWarning, stacklevel=3)
 
 
 def as_tags(values: Mapping[str, object]) -> dict[str, str]:

@@ -19,6 +19,8 @@ CODE_SHA256 = PREFIX + "code.sha256"
 ENV_PYTHON = PREFIX + "env.python"
 ENV_PLATFORM = PREFIX + "env.platform"
 ENV_PACKAGES = PREFIX + "env.packages"
+ARTIFACTS_SHA256 = PREFIX + "artifacts.sha256"
+ARTIFACTS_FILES = PREFIX + "artifacts.files"
 
 # On a registered model.
 ALIAS_LOG_PREFIX = PREFIX + "alias_log."

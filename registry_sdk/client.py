@@ -9,12 +9,14 @@ Feature list (one screen):
 * tags: ``set_tag``, ``delete_tag`` (on a model by name, on a version by reference)
 * aliases: ``set_alias``, ``delete_alias``; references: ``resolve``
 * legacy stages: ``transition_stage`` (deprecated in MLflow; prefer aliases)
+* integrity: ``seal`` (record a version's artifact digest), ``verify`` (check the store)
 * diagnostics: ``server_info``
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import time
 import uuid
 import warnings
@@ -28,9 +30,11 @@ from registry_sdk._retry import backoff, retrying
 from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
 from registry_sdk.errors import (
     AlreadyExistsError,
+    CacheIntegrityError,
     InvalidReferenceError,
     ModelNotFoundError,
     OfflineError,
+    RegistryError,
     RegistryUnavailableError,
     VersionNotFoundError,
     redact,
@@ -55,11 +59,14 @@ if TYPE_CHECKING:
     from registry_sdk._backends.base import Backend, Page, ServerInfo
     from registry_sdk._cache import CachedVersion
     from registry_sdk.entities import Lineage, VersionDiff
+    from registry_sdk.integrity import Verification
     from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
     from registry_sdk.transfer import ImportReport
     from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 __all__ = ["RegistryClient"]
+
+logger = logging.getLogger("registry_sdk.client")
 
 T = TypeVar("T")
 RefLike = str | ModelRef | ModelVersion
@@ -94,6 +101,11 @@ class RegistryClient:
         offline: never touch the network (``REGISTRY_SDK_OFFLINE``).
         timeout: seconds per HTTP call (``REGISTRY_SDK_TIMEOUT``, default 30).
         max_retries: retries of a failed call (``REGISTRY_SDK_MAX_RETRIES``, default 5).
+        require_digest: refuse to load a version that carries no artifact digest
+            (``REGISTRY_SDK_REQUIRE_DIGEST``; default off: vanilla-registered versions load).
+        allow_local_artifacts: let a remote server name artifact locations on this machine's
+            file system (``REGISTRY_SDK_ALLOW_LOCAL_ARTIFACTS``; default off, except for a
+            server on a loopback address, which shares this machine's disk).
 
     ``http(s)://`` URIs talk REST to an MLflow server; any other URI uses MLflow's in-process
     store. Nothing connects until the first call.
@@ -108,6 +120,8 @@ class RegistryClient:
         offline: bool | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
+        require_digest: bool | None = None,
+        allow_local_artifacts: bool | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             tracking_uri,
@@ -116,6 +130,8 @@ class RegistryClient:
             offline=offline,
             timeout=timeout,
             max_retries=max_retries,
+            require_digest=require_digest,
+            allow_local_artifacts=allow_local_artifacts,
         )
         self._backend: Backend | None = None
         self._sleep: Callable[[float], None] = time.sleep
@@ -235,8 +251,13 @@ class RegistryClient:
         return self.backend.rename_model(validate_model_name(name), validate_model_name(new_name))
 
     def delete_model(self, name: str) -> None:
-        """Delete a registered model with all its versions."""
+        """Delete a registered model with all its versions (and its entries in the local cache).
+
+        MLflow numbers the versions of a model created again under the same name from 1: the
+        cache must not serve the deleted ones for them.
+        """
         self.backend.delete_model(validate_model_name(name))
+        self._evict(name, None)
 
     # ================================================================== versions
 
@@ -360,6 +381,7 @@ class RegistryClient:
         """Delete one version (give ``name/7``; aliases pointing at it are removed by MLflow)."""
         target = self._version_id(ref)
         self.backend.delete_version(target.name, target.version)
+        self._evict(target.name, target.version)
 
     def transition_stage(
         self, ref: RefLike, stage: str, *, archive_existing: bool = False
@@ -608,13 +630,18 @@ class RegistryClient:
 
         return transfer.export(self, names, Path(to))
 
-    def import_(self, path: str | os.PathLike[str]) -> ImportReport:
-        """Recreate an export here, verifying checksums first; safe to run again."""
+    def import_(self, path: str | os.PathLike[str], *, move_aliases: bool = False) -> ImportReport:
+        """Recreate an export here, verifying checksums first; safe to run again.
+
+        An alias that exists here and would move to an imported version is refused
+        (:class:`~registry_sdk.transfer.ImportConflictError`, nothing created) unless
+        ``move_aliases``.
+        """
         from pathlib import Path
 
         from registry_sdk import transfer
 
-        return transfer.import_(self, Path(path))
+        return transfer.import_(self, Path(path), move_aliases=move_aliases)
 
     def copy(
         self,
@@ -652,19 +679,39 @@ class RegistryClient:
     def verify_cache(self, *, repair: bool = False) -> dict[str, list[str]]:
         """Fully hash every cached file; ``{ref: [bad files]}`` for entries that do not match.
 
-        With ``repair=True`` a bad entry is evicted, so the next load fetches it again.
+        A manifest this cache did not seal is reported as ``manifest.json``. With
+        ``repair=True`` a bad entry is evicted, so the next load fetches it again.
         """
+        from registry_sdk._cache import MANIFEST
         from registry_sdk.loading import cache_for
 
         cache = cache_for(self)
         problems: dict[str, list[str]] = {}
-        for entry in cache.versions():
-            bad = entry.check(full=True)
+        for ref, found in cache.scan():
+            forged = isinstance(found, CacheIntegrityError)
+            bad = [MANIFEST] if forged else found.check(full=True)  # type: ignore[union-attr]
             if bad:
-                problems[entry.version.ref] = bad
+                problems[ref] = bad
                 if repair:
-                    cache.evict(entry.version.name, entry.version.version)
+                    name, _, number = ref.rpartition("/")
+                    if number.isdigit():
+                        cache.evict(name, int(number))
         return problems
+
+    def seal(self, ref: RefLike, *, force: bool = False) -> Verification:
+        """Record the digest of a version's artifacts (e.g. one vanilla MLflow registered).
+
+        Later loads verify against it; see :func:`registry_sdk.integrity.seal`.
+        """
+        from registry_sdk import integrity
+
+        return integrity.seal(self, _as_ref(ref), force=force)
+
+    def verify(self, ref: RefLike) -> Verification:
+        """Check a version's artifacts in the store against its digest, without loading it."""
+        from registry_sdk import integrity
+
+        return integrity.verify(self, _as_ref(ref))
 
     def prune_cache(self, *, keep: int = 3) -> list[str]:
         """Keep the newest ``keep`` cached versions per model (and every alias target)."""
@@ -686,6 +733,19 @@ class RegistryClient:
         return self.backend.server_info()
 
     # ================================================================== internals
+
+    def _evict(self, name: str, version: int | None) -> None:
+        """Drop a deleted model's (or version's) entries from the local cache."""
+        from registry_sdk.loading import cache_for
+
+        try:
+            cache = cache_for(self)
+            if version is None:
+                cache.evict_model(name)
+            else:
+                cache.evict(name, version)
+        except (OSError, RegistryError) as exc:  # deleted in the registry all the same
+            logger.warning("could not remove %s from the local cache: %s", name, exc)
 
     def _pages(self, fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
         token: str | None = None

@@ -56,7 +56,11 @@ _PREFETCH_SWITCH_INTERVAL = 0.0005
 
 
 class PendingRegistrationWarning(UserWarning):
-    """The registry could not be reached: the trained model waits in the local outbox."""
+    """A trained model waits in the local outbox, not registered yet.
+
+    Emitted when the registry could not be reached, and by :func:`push_pending` for models
+    staged for another registry than the pushing client's (it names how to push them).
+    """
 
 
 @attrs.define
@@ -305,21 +309,14 @@ def _provenance_tags(fn: Callable[..., Any]) -> dict[str, str]:
     return tags
 
 
-def _absolute_store_uri(uri: str) -> str:
-    """``sqlite:///relative.db`` relative to the working directory now, made absolute."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
-
-
 def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
     from registry_sdk import _flavors, _outbox, capture
-    from registry_sdk._config import strip_userinfo
 
     options = wrapper._options  # noqa: SLF001 - the wrapper's own state
     fn = wrapper._fn  # noqa: SLF001
     client = _client_for(options)
+    # Before training, not after it: an outbox others could write to is refused.
+    _outbox.check_outbox(client.settings.cache_dir)
     params, data_tags = _params_and_data(fn, args, kwargs)
     provenance = _provenance_tags(fn)
     key = uuid.uuid4().hex
@@ -374,8 +371,9 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
                 path=staging,
                 key=key,
                 name=wrapper._name,  # noqa: SLF001
-                tracking_uri=_absolute_store_uri(strip_userinfo(client.tracking_uri)),
-                registry_uri=_absolute_store_uri(strip_userinfo(client.registry_uri)),
+                # Recorded without credentials (the Entry strips them).
+                tracking_uri=client.settings.tracking_uri,
+                registry_uri=client.settings.registry_uri,
                 alias=options.alias,
                 description=options.description,
                 tags=tags,

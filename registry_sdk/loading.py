@@ -5,24 +5,37 @@
   that version is cached. When the registry cannot be reached, the last resolution recorded in
   the cache is used, with a warning saying how old it is.
 * Offline (``REGISTRY_SDK_OFFLINE=1`` or ``offline=True``) makes no network call at all.
-* Cached files are checked on every load (size and modification time, hashing any file that
-  changed) and fully hashed on fill and by ``verify``; a corrupt file is fetched again when
-  online and refused (:class:`~registry_sdk.CacheIntegrityError`) when offline.
+* What is downloaded is checked against the digest the version records
+  (``registry_sdk.artifacts.sha256``, written by ``@register`` and by ``seal``) before anything
+  enters the cache; a mismatch raises :class:`~registry_sdk.CacheIntegrityError` naming the
+  file, and nothing is cached. Versions without a digest load as before unless
+  ``require_digest`` is on.
+* Cached files are checked on every load without hashing them: size, modification and change
+  times and inode, any of which moves when a file is written or replaced; a file whose stat
+  moved is hashed. A corrupt file is fetched again when online and refused
+  (:class:`~registry_sdk.CacheIntegrityError`) when offline. A manifest not sealed by this
+  cache's key is treated the same way.
+* When the registry answers (alias, ``@latest`` and stage loads), the version it names is
+  compared with the cached one: a model deleted and re-created under the same name, or a
+  version whose recorded digest changed, is fetched and verified again.
 
 The fast-load form and its trust model: the first time a version is loaded, it goes through
 MLflow's own loader (for scikit-learn, skops' audited reconstruction with the trusted types
 recorded in the model). The object it produced is then pickled into the *private* cache entry
-(directory 0700, files 0600), its sha256 recorded in the manifest next to the versions of
-Python and of the packages it was made with. Later loads verify that hash and those versions
-before unpickling it, without importing mlflow. The form is therefore as trustworthy as the
+(directory 0700, files 0600), its sha256 recorded in the sealed manifest next to the versions
+of Python and of the packages it was made with. Later loads check that the file is untouched
+since (its stat fields; its hash if any moved) and those versions before unpickling it,
+without importing mlflow. The form is therefore as trustworthy as the
 user's own cache directory: anyone who can write there can already replace the model itself.
-Models with a signature keep using MLflow's pyfunc (schema enforcement) unless
-``flavor="native"`` is asked for.
+The form is never written or read when ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is false, the
+switch with which MLflow itself refuses to unpickle models. Models with a signature keep using
+MLflow's pyfunc (schema enforcement) unless ``flavor="native"`` is asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import platform
 import threading
@@ -32,12 +45,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from registry_sdk._cache import FAST, CachedVersion, ModelCache, sha256_file
+from registry_sdk import _digest
+from registry_sdk._cache import (
+    FAST,
+    CachedVersion,
+    FileRecord,
+    ModelCache,
+    version_identity,
+)
 from registry_sdk.errors import (
     CacheIntegrityError,
     OfflineError,
     RegistryError,
     RegistryUnavailableError,
+    from_mlflow_exception,
 )
 from registry_sdk.refs import ModelRef, RefKind, parse_ref
 
@@ -150,8 +171,11 @@ def _pseudo_alias(ref: ModelRef) -> str | None:
 
 def _resolve(
     client: RegistryClient, cache: ModelCache, ref: ModelRef, *, stale_ok: bool = True
-) -> tuple[int, bool]:
-    """The version number ``ref`` names now: (version, came from the registry).
+) -> tuple[int, ModelVersion | None]:
+    """The version number ``ref`` names now, and that version as the registry described it.
+
+    The version is None when the registry did not answer: a version reference, offline, or
+    the stale fallback.
 
     With ``stale_ok=False`` an unreachable registry raises instead of falling back to the
     cached resolution (a watch keeps what it serves and counts the failure).
@@ -159,7 +183,7 @@ def _resolve(
     offline = client.settings.offline
     if ref.kind is RefKind.VERSION:
         assert ref.version is not None  # noqa: S101 - guaranteed by ModelRef
-        return ref.version, False
+        return ref.version, None
     remembered_as = _pseudo_alias(ref)
     assert remembered_as is not None  # noqa: S101 - every moving kind has one
     if not offline:
@@ -181,14 +205,14 @@ def _resolve(
             )
             logger.warning(message)
             warnings.warn(message, StaleAliasWarning, stacklevel=4)
-            return version, False
+            return version, None
         cache.remember(ref.name, remembered_as, mv.version)
-        return mv.version, True
+        return mv.version, mv
     recalled = cache.recall(ref.name, remembered_as)
     if recalled is None:
         msg = f"offline mode: {ref} has never been resolved on this machine, so it is not cached"
         raise OfflineError(msg)
-    return recalled[0], False
+    return recalled[0], None
 
 
 def _age(seconds: float) -> str:
@@ -202,40 +226,110 @@ def _age(seconds: float) -> str:
 
 
 def _ensure_cached(
-    client: RegistryClient, cache: ModelCache, ref: ModelRef, version: int
+    client: RegistryClient,
+    cache: ModelCache,
+    ref: ModelRef,
+    version: int,
+    fresh: ModelVersion | None = None,
 ) -> CachedVersion:
-    """The cached, checked entry of ``ref.name/version``: filled or repaired when needed."""
-    entry = cache.get(ref.name, version)
-    if entry is not None:
-        bad = entry.check()
-        if not bad:
-            return entry
-        if client.settings.offline:
+    """The cached, checked entry of ``ref.name/version``: filled or repaired when needed.
+
+    ``fresh`` is the version as the registry described it just now, if it did: the entry
+    must be of that very version (not of a deleted one with the same number) and match the
+    digest it records.
+    """
+    offline = client.settings.offline
+    label = f"{ref.name}/{version}"
+    try:
+        entry = cache.get(ref.name, version)
+    except CacheIntegrityError as exc:
+        if offline:
+            raise
+        logger.warning("%s; fetching %s again", exc, label)
+        return _fill(client, cache, ref.name, version, replace=True)
+    if entry is None:
+        if offline:
+            msg = f"offline mode: {label} is not in the cache at {cache.base}"
+            raise OfflineError(msg)
+        return _fill(client, cache, ref.name, version)
+    bad, moved = entry.check_detail()
+    if bad:
+        if offline:
             msg = (
-                f"cached files of {ref.name}/{version} do not match their manifest "
+                f"cached files of {label} do not match their manifest "
                 f"({', '.join(bad)}); offline, they cannot be fetched again"
             )
             raise CacheIntegrityError(msg)
-        logger.warning(
-            "cached files of %s/%s are corrupt (%s); fetching again", ref.name, version, bad
+        logger.warning("cached files of %s are corrupt (%s); fetching again", label, bad)
+        return _fill(client, cache, ref.name, version, replace=True)
+    if moved:
+        # Copied or touched, content unchanged (hashed just now): remember the new stat
+        # fields so that the next load does not hash the files again.
+        entry = cache.rewrite(
+            entry,
+            files={rel: FileRecord.of(entry.path / rel, entry.files[rel].sha256) for rel in moved},
         )
-    elif client.settings.offline:
-        msg = f"offline mode: {ref.name}/{version} is not in the cache at {cache.base}"
-        raise OfflineError(msg)
-    return _fill(client, cache, ref.name, version)
+    if fresh is not None:
+        entry = _check_fresh(client, cache, entry, fresh)
+    _require_digest(client, entry.version if fresh is None else fresh, entry)
+    return entry
 
 
-def _fill(client: RegistryClient, cache: ModelCache, name: str, version: int) -> CachedVersion:
+def _check_fresh(
+    client: RegistryClient, cache: ModelCache, entry: CachedVersion, fresh: ModelVersion
+) -> CachedVersion:
+    """Compare a cached entry with what the registry says of its version now."""
+    name, version = fresh.name, fresh.version
+    if version_identity(entry.version) != version_identity(fresh):
+        logger.warning(
+            "the cached %s is of a version that no longer exists (the model was deleted and "
+            "re-created, or the version replaced); fetching the current one",
+            fresh.ref,
+        )
+        return _fill(client, cache, name, version, replace=True)
+    expected = fresh.tags.get(_digest.DIGEST_TAG, "").strip().lower()
+    if expected and expected != entry.digest:
+        logger.warning(
+            "the digest recorded on %s changed since it was cached; fetching and verifying it",
+            fresh.ref,
+        )
+        return _fill(client, cache, name, version, replace=True)
+    if expected and not entry.digest_verified:  # sealed after it was cached: same files
+        return cache.rewrite(entry, version=fresh, digest_verified=True)
+    return entry
+
+
+def _require_digest(client: RegistryClient, mv: ModelVersion, entry: CachedVersion | None) -> None:
+    if not client.settings.require_digest:
+        return
+    if entry is not None and entry.digest_verified:
+        return
+    if mv.tags.get(_digest.DIGEST_TAG) and entry is None:
+        return  # verified while filling
+    msg = (
+        f"{mv.ref} records no artifact digest ({_digest.DIGEST_TAG}) and require_digest is "
+        f"on, so it is not loaded. Seal it once its artifacts are checked: "
+        f"`registry seal {mv.ref}` or RegistryClient.seal({mv.ref!r})"
+    )
+    raise CacheIntegrityError(msg)
+
+
+def _fill(
+    client: RegistryClient, cache: ModelCache, name: str, version: int, *, replace: bool = False
+) -> CachedVersion:
     from registry_sdk._download import download
 
     backend = client.backend
     mv = client.get_version(name, version)
+    _require_digest(client, mv, None)
     uri = backend.get_download_uri(name, version)
     return cache.fill(
         mv,
         lambda dest: download(
             uri, dest, backend=backend, settings=client.settings, label=f"{mv.ref}"
         ),
+        verify=lambda records: _digest.check(records, mv.tags, label=mv.ref),
+        replace=replace,
     )
 
 
@@ -254,20 +348,31 @@ def _package_versions(names: list[str]) -> dict[str, str]:
     return out
 
 
+def pickle_allowed() -> bool:
+    """False when ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` forbids unpickling models."""
+    raw = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    return raw is None or raw.strip().lower() not in {"false", "0", "no", "off"}
+
+
 def _fast_form_usable(entry: CachedVersion) -> bool:
     fast = entry.fast
-    if not fast or fast.get("python") != platform.python_version():
+    if not fast or not pickle_allowed() or fast.get("python") != platform.python_version():
         return False
     packages = fast.get("packages") or {}
     return bool(packages) and _package_versions(sorted(packages)) == packages
 
 
 def _load_fast(entry: CachedVersion) -> Any:
-    """Unpickle the fast form after checking its hash against the manifest."""
+    """Unpickle the fast form of an entry that ``_ensure_cached`` checked just now.
+
+    The file's record in the sealed manifest must be the form's description; the check that
+    ran before (stat fields, hashing the file if any moved) vouches for its content.
+    """
     assert entry.fast is not None  # noqa: S101 - checked by the caller
     file = entry.path / FAST / _FAST_FILE
     expected = entry.fast.get("sha256")
-    if not isinstance(expected, str) or sha256_file(file) != expected:
+    record = entry.files.get(f"{FAST}/{_FAST_FILE}")
+    if not isinstance(expected, str) or record is None or record.sha256 != expected:
         msg = f"the fast-load form of {entry.version.ref} does not match its recorded sha256"
         raise CacheIntegrityError(msg)
     with file.open("rb") as fh:
@@ -276,6 +381,8 @@ def _load_fast(entry: CachedVersion) -> Any:
 
 def _write_fast(cache: ModelCache, entry: CachedVersion, native: Any, kind: str) -> None:
     """Keep the object MLflow's loader produced, for loads that skip MLflow."""
+    if not pickle_allowed():
+        return
     module = type(native).__module__.split(".", 1)[0]
     packages = {"sklearn": ["scikit-learn", "numpy"]}.get(module, [])
     if kind == "python_model":
@@ -292,7 +399,7 @@ def _write_fast(cache: ModelCache, entry: CachedVersion, native: Any, kind: str)
         target.chmod(0o600)
         return {
             "file": f"{FAST}/{_FAST_FILE}",
-            "sha256": sha256_file(target),
+            "sha256": _digest.sha256_file(target),
             "kind": kind,
             "python": platform.python_version(),
             "packages": _package_versions(packages),
@@ -327,6 +434,16 @@ def _load_entry(cache: ModelCache, entry: CachedVersion, flavor: str | None) -> 
 
 
 def _load_with_mlflow(cache: ModelCache, entry: CachedVersion, flavor: str | None) -> Any:
+    """Load through MLflow's own loaders; MLflow's refusals become registry errors."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _load_with_mlflow_unchecked(cache, entry, flavor)
+    except MlflowException as exc:
+        raise from_mlflow_exception(exc, action=f"load {entry.version.ref}") from None
+
+
+def _load_with_mlflow_unchecked(cache: ModelCache, entry: CachedVersion, flavor: str | None) -> Any:
     import mlflow.pyfunc
 
     meta = _read_mlmodel(entry.artifacts)
@@ -370,8 +487,8 @@ def load_into(client: RegistryClient, ref: str | ModelRef, flavor: str | None) -
         raise ValueError(msg)
     parsed = parse_ref(ref)
     cache = cache_for(client)
-    version, _ = _resolve(client, cache, parsed)
-    entry = _ensure_cached(client, cache, parsed, version)
+    version, fresh = _resolve(client, cache, parsed)
+    entry = _ensure_cached(client, cache, parsed, version, fresh)
     from registry_sdk.decorators import record_derived_from
 
     record_derived_from(entry.version.ref)
@@ -382,8 +499,8 @@ def pull_into(client: RegistryClient, ref: str | ModelRef) -> Path:
     """Resolve and cache ``ref``; return the local MLflow model directory."""
     parsed = parse_ref(ref)
     cache = cache_for(client)
-    version, _ = _resolve(client, cache, parsed)
-    return _ensure_cached(client, cache, parsed, version).artifacts
+    version, fresh = _resolve(client, cache, parsed)
+    return _ensure_cached(client, cache, parsed, version, fresh).artifacts
 
 
 def _default_client(offline: bool | None) -> RegistryClient:
@@ -502,10 +619,10 @@ class Watch:
         """
         cache = cache_for(self._client)
         with self._lock:
-            version, _ = _resolve(self._client, cache, self.ref, stale_ok=False)
+            version, fresh = _resolve(self._client, cache, self.ref, stale_ok=False)
             if version == self._version:
                 return False
-            entry = _ensure_cached(self._client, cache, self.ref, version)
+            entry = _ensure_cached(self._client, cache, self.ref, version, fresh)
             model = _load_entry(cache, entry, self._flavor)
             old, self._model, self._version = self._version, model, version
         for callback in list(self._callbacks):

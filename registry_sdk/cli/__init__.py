@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from registry_sdk._version import __version__
-from registry_sdk.cli import aliases, cache, lineage, models, serve, transfer, webhooks
+from registry_sdk.cli import (
+    aliases,
+    cache,
+    integrity,
+    lineage,
+    models,
+    serve,
+    transfer,
+    webhooks,
+)
 from registry_sdk.cli._common import RegistryGroup, run_main
 from registry_sdk.cli.doctor import doctor
 
@@ -45,6 +54,8 @@ for command in (
     cache.pull,
     cache.push,
     cache.cache,
+    integrity.verify,
+    integrity.seal,
     webhooks.webhook,
     serve.serve,
     transfer.export_cmd,

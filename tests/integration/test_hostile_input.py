@@ -9,7 +9,8 @@
 * Everything the cache holds is private to the user: directories 0700, files 0600.
 * A cache entry that does not match its manifest (a changed file, a file replaced by a
   symlink, a missing file, a fast-load form swapped for a malicious pickle, an unreadable
-  manifest) is never loaded: fetched again when online, refused when offline.
+  manifest, a manifest forged to match planted files) is never loaded: fetched again when
+  online, refused when offline.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import pytest
 
 import registry_sdk as rs
-from registry_sdk._cache import FAST, MANIFEST
+from registry_sdk._cache import FAST, MANIFEST, sha256_file
 from registry_sdk.loading import cache_for
 from registry_sdk.refs import parse_ref, validate_alias, validate_model_name
 
@@ -353,27 +354,26 @@ class _Planted:
         return (os.mkdir, (self.marker,))
 
 
-@pytest.mark.parametrize("offline", [True, False], ids=["offline", "online"])
-def test_a_fast_form_swapped_for_another_pickle_is_never_unpickled(
-    registry, filled, tmp_path, offline
-):
+def test_a_fast_form_swapped_for_another_pickle_is_never_unpickled(registry, filled, tmp_path):
     client, entry_path = filled
     native = entry_path / FAST / "native.pkl"
     marker = tmp_path / "planted-pickle-ran"
     payload = pickle.dumps(_Planted(marker), protocol=5)
     original = native.stat()
     assert len(payload) <= original.st_size
-    # Same size and mtime: the cheap check passes, only the recorded sha256 can tell.
+    # Same size and mtime: only the change time (moved by the write) or a hash can tell.
     native.write_bytes(payload + b"\x00" * (original.st_size - len(payload)))
     os.utime(native, ns=(original.st_atime_ns, original.st_mtime_ns))
-    with pytest.raises(rs.CacheIntegrityError, match="sha256"):
-        _load(client, registry, offline=offline)
+    assert native.stat().st_mtime_ns == original.st_mtime_ns
+    with pytest.raises(rs.CacheIntegrityError, match="do not match"):
+        _load(client, registry, offline=True)
     assert not marker.exists()
-    # The full check names the entry; repairing evicts it, and the next load fetches it whole.
+    # The full check names the file; online, the entry is fetched again whole.
     assert client.verify_cache() == {registry.base.ref: [f"{FAST}/native.pkl"]}
-    client.verify_cache(repair=True)
+    assert np.all(_load(client, registry, offline=False).predict(registry.X) == 5.0)
     assert np.all(_load(client, registry, offline=False).predict(registry.X) == 5.0)
     assert not marker.exists()
+    assert client.verify_cache() == {}
 
 
 def test_an_unreadable_manifest_makes_the_entry_absent(registry, filled):
@@ -385,16 +385,30 @@ def test_an_unreadable_manifest_makes_the_entry_absent(registry, filled):
     assert client.verify_cache() == {}
 
 
-def test_a_manifest_whose_records_are_forged_is_refused(registry, filled):
+def test_a_manifest_whose_records_are_forged_is_refused(registry, filled, tmp_path):
+    """Records rewritten to match a planted pickle (hashes included) are not sealed by our key."""
     client, entry_path = filled
+    native = entry_path / FAST / "native.pkl"
+    marker = tmp_path / "planted-pickle-ran"
+    native.write_bytes(pickle.dumps(_Planted(marker), protocol=5))
     manifest = json.loads((entry_path / MANIFEST).read_text(encoding="utf-8"))
-    manifest["fast"]["sha256"] = "0" * 64  # claims another fast form than the one on disk
+    st = native.stat()
+    planted = sha256_file(native)
+    manifest["files"][f"{FAST}/native.pkl"] = {
+        "sha256": planted,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
+    manifest["fast"]["sha256"] = planted
     (entry_path / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-    for offline in (True, False):
-        with pytest.raises(rs.CacheIntegrityError):
-            _load(client, registry, offline=offline)
-    manifest["files"] = "not a mapping"
-    (entry_path / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
-    for offline in (True, False):
-        with pytest.raises(rs.CacheIntegrityError, match="unreadable"):
-            _load(client, registry, offline=offline)
+    with pytest.raises(rs.CacheIntegrityError, match="seal does not match"):
+        _load(client, registry, offline=True)
+    assert not marker.exists()
+    assert client.verify_cache() == {registry.base.ref: [MANIFEST]}
+    # Online, the forged entry is replaced by a fresh, verified one; the pickle never runs.
+    assert np.all(_load(client, registry, offline=False).predict(registry.X) == 5.0)
+    assert np.all(_load(client, registry, offline=False).predict(registry.X) == 5.0)
+    assert not marker.exists()
+    assert client.verify_cache() == {}

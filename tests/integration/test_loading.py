@@ -36,7 +36,7 @@ from _servers import PinnedServer, pinned_sqlite_server
 from sklearn.ensemble import RandomForestClassifier
 
 import registry_sdk as rs
-from registry_sdk._cache import FAST, MANIFEST
+from registry_sdk._cache import FAST, MANIFEST, sha256_file
 from registry_sdk.loading import cache_for
 
 if TYPE_CHECKING:
@@ -519,21 +519,27 @@ def test_a_tampered_fast_form_is_never_unpickled(world, tmp_path):
 
     marker = tmp_path / "marker"
     fast.write_bytes(pickle.dumps(TouchOnUnpickle(marker)))
-    # Make the cheap check pass: record the new size and mtime, keep the old sha256.
+    # A consistent forgery: every record now describes the planted file, its hash included.
     st = fast.stat()
-    manifest["files"][f"{FAST}/native.pkl"].update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+    planted = sha256_file(fast)
+    manifest["files"][f"{FAST}/native.pkl"] = {
+        "sha256": planted,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
+    manifest["fast"]["sha256"] = planted
     manifest_file.write_text(json.dumps(manifest), encoding="utf-8")
-    assert cache_for(client).get("rf", 1).check() == []  # type: ignore[union-attr]
-
-    for kwargs in ({}, {"flavor": "native"}, {"offline": True}):
-        with pytest.raises(rs.CacheIntegrityError, match="sha256"):
-            rs.load_model("rf/1", client=client, **kwargs)
+    # Without the cache's key the manifest cannot be sealed again: it is refused.
+    with pytest.raises(rs.CacheIntegrityError, match="seal does not match"):
+        rs.load_model("rf/1", client=client, offline=True)
+    assert client.verify_cache() == {"rf/1": ["manifest.json"]}
     assert not marker.exists()
 
-    assert client.verify_cache() == {"rf/1": [f"{FAST}/native.pkl"]}
-    client.verify_cache(repair=True)
-    repaired = rs.load_model("rf/1", client=client)
-    np.testing.assert_array_equal(repaired.predict(world.X), world.expected(1))
+    for kwargs in ({}, {"flavor": "native"}):  # online: fetched again whole, then loaded
+        repaired = rs.load_model("rf/1", client=client, **kwargs)
+        np.testing.assert_array_equal(repaired.predict(world.X), world.expected(1))
     assert not marker.exists()
     assert client.verify_cache() == {}
 

@@ -3,34 +3,43 @@ registered exactly once when the registry is back.
 
 Each test runs its own ``mlflow server`` (SQLite backend store, artifacts in tmp) pinned to one
 port, so stopping and starting it again is an outage of the same server, with the same store.
-Every check of the registry afterwards uses vanilla MLflow, not registry_sdk.
+Every check of the registry afterwards uses vanilla MLflow, not registry_sdk: among them, that
+the version's ``registry_sdk.artifacts.sha256`` is the digest of the artifacts vanilla MLflow
+downloads, however many pushes it took.
+
+The last test checks whom a push trusts: an entry staged for another registry is never sent
+there (nor the caller's credentials) by ``push_pending`` with the caller's own client; only a
+client for that registry pushes it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-from typing import TYPE_CHECKING
+import tempfile
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 
+import _proxy
 import mlflow
 import numpy as np
 import pytest
-from _servers import PinnedServer, migrated_sqlite_db, pinned_sqlite_server
+from _servers import PinnedServer, free_port, migrated_sqlite_db, pinned_sqlite_server
 from mlflow.entities import LoggedModelStatus
 from sklearn.linear_model import LogisticRegression
 
 import registry_sdk as rs
-from registry_sdk import _outbox
+from registry_sdk import _digest, _outbox
 from registry_sdk._backends.rest import RestBackend
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 # A push against a dead server must give up, not hang: pytest-timeout bounds every test here
 # (server starts included); there is no timed assertion.
 pytestmark = pytest.mark.timeout(240)
 
 IDEMPOTENCY_TAG = "registry_sdk.idempotency_key"
+DIGEST_TAG = "registry_sdk.artifacts.sha256"
 NAME = "m"
 ALIAS = "prod"
 
@@ -109,6 +118,16 @@ def versions_of(server: PinnedServer, name: str = NAME) -> list:
     return list(vanilla(server).search_model_versions(f"name = '{name}'"))
 
 
+def downloaded_digest(server: PinnedServer, name: str, version: str) -> str:
+    """The digest of the version's artifacts as vanilla MLflow downloads them from the server."""
+    uri = vanilla(server).get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=server.uri
+        )
+        return _digest.tree_digest(_digest.tree_records(Path(path)))
+
+
 def assert_registered_once(
     server: PinnedServer,
     raw_entry: dict,
@@ -124,6 +143,7 @@ def assert_registered_once(
     assert len(versions) == 1, [(v.version, v.tags) for v in versions]
     mv = mlflow_client.get_model_version(NAME, versions[0].version)
     assert mv.tags[IDEMPOTENCY_TAG] == raw_entry["key"]
+    assert mv.tags[DIGEST_TAG] == downloaded_digest(server, NAME, mv.version)
     missing = {k: v for k, v in raw_entry["tags"].items() if mv.tags.get(k) != v}
     assert not missing, f"tags recorded in entry.json but not on the version: {missing}"
     assert raw_entry["tags"]["registry_sdk.code.function"].endswith("train")
@@ -292,6 +312,8 @@ def test_interrupted_push_completes_exactly_once(server, tmp_path, cut, versions
     entry, raw = the_entry(client)
     assert entry.model_id is not None, "the logged model was created before the cut"
     assert entry.attempts == 1
+    # What the first push uploaded (and digested); the second push digests it again.
+    staged = _digest.tree_digest(_digest.tree_records(entry.model_path))
 
     server.start()
     # What the interrupted push left behind: a complete logged model, and the version or not.
@@ -306,9 +328,100 @@ def test_interrupted_push_completes_exactly_once(server, tmp_path, cut, versions
 
     assert [(v.name, v.version) for v in pushed] == [(NAME, 1)]
     assert pushed[0].tags[IDEMPOTENCY_TAG] == entry.key
+    assert pushed[0].tags[DIGEST_TAG] == staged
     assert_outbox_empty(client)
     assert_registered_once(
         server, raw, model, X, params={"C": "1.0"}, metrics={"accuracy": model.score(X, y)}
     )
     assert rs.push_pending(client) == []
     assert len(versions_of(server)) == 1
+
+
+# ================================================================================ trust
+
+
+class HeaderProxy(_proxy.CountingProxy):
+    """The counting proxy on a port chosen in advance, also recording Authorization headers."""
+
+    def __init__(self, upstream: str, port: int) -> None:
+        super().__init__(upstream)
+        self.port = port
+        self.authorizations: list[str | None] = []
+
+    def start(self) -> HeaderProxy:
+        proxy = self
+
+        class Handler(_proxy._Handler):
+            owner = proxy
+
+            def _forward(self) -> None:
+                with proxy._lock:
+                    proxy.authorizations.append(self.headers.get("Authorization"))
+                super()._forward()
+
+        server = ThreadingHTTPServer((_proxy.HOST, self.port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="proxy", daemon=True)
+        self._thread.start()
+        return self
+
+
+def test_an_entry_for_another_registry_is_pushed_only_by_a_client_for_it(
+    server, tmp_path, monkeypatch
+):
+    """Their registry is a proxy (recording headers) in front of a real server."""
+    cache = tmp_path / "cache"
+    theirs = f"http://127.0.0.1:{free_port()}"  # nothing listens there yet: staged, not pushed
+    staging_client = rs.RegistryClient(
+        theirs.replace("http://", "http://alice:s3cret-pw@"),
+        cache_dir=cache,
+        timeout=2,
+        max_retries=0,
+    )
+    X, y = dataset()
+
+    @rs.register(NAME, alias=ALIAS, client=staging_client)
+    def train(X, y, C: float = 1.0):
+        return LogisticRegression(C=C).fit(X, y)
+
+    with pytest.warns(rs.PendingRegistrationWarning):
+        model = train(X, y)
+    entry, raw = the_entry(staging_client)
+    text = (entry.path / _outbox.ENTRY_FILE).read_text(encoding="utf-8")
+    assert "s3cret-pw" not in text
+    assert "alice" not in text
+    assert (raw["tracking_uri"], raw["registry_uri"]) == (theirs, theirs)
+
+    server.start()
+    proxy = HeaderProxy(server.uri, int(theirs.rpartition(":")[2])).start()
+    try:
+        # The caller's own registry (an embedded store) and token: neither is theirs.
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-for-my-registry-only")
+        own = rs.RegistryClient(f"sqlite:///{tmp_path / 'own.db'}", cache_dir=cache)
+        with pytest.warns(rs.PendingRegistrationWarning) as caught:
+            assert rs.push_pending(own) == []
+
+        assert proxy.seen == []
+        assert proxy.authorizations == []
+        assert the_entry(own)[1] == raw, "the entry stays, untouched"
+        message = str(caught[0].message)
+        assert f"push_pending(RegistryClient('{theirs}'))" in message
+        assert f"`registry --tracking-uri {theirs} push`" in message
+        assert "s3cret-pw" not in message
+
+        # A client for their registry pushes it, with credentials from the environment.
+        monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-pw")
+        with rs.RegistryClient(theirs, cache_dir=cache, timeout=30, max_retries=1) as for_them:
+            pushed = rs.push_pending(for_them)
+    finally:
+        proxy.stop()
+
+    assert [(v.name, v.version, v.aliases) for v in pushed] == [(NAME, 1, (ALIAS,))]
+    assert_outbox_empty(own)
+    basic = "Basic " + base64.b64encode(b"alice:s3cret-pw").decode()
+    assert proxy.seen
+    assert set(proxy.authorizations) == {basic}
+    assert_registered_once(server, raw, model, X, params={"C": "1.0"}, metrics={})

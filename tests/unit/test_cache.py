@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import threading
 from pathlib import Path
@@ -19,13 +20,17 @@ from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from registry_sdk import CacheIntegrityError, ModelVersion
+from registry_sdk import CacheIntegrityError, ModelVersion, _digest
 from registry_sdk._cache import (
     ARTIFACTS,
     FAST,
+    KEY_FILE,
     MANIFEST,
+    FileRecord,
     ModelCache,
     _escape,
+    _seal,
+    canonical_registry_uri,
     registry_id,
     sha256_file,
 )
@@ -331,11 +336,171 @@ def test_check_catches_a_rewritten_file_by_its_mtime_and_hash(cache):
     assert entry.check(full=True) == [f"{ARTIFACTS}/model.bin"]
 
 
-def test_only_the_full_check_catches_a_flip_that_kept_size_and_mtime(cache):
+def test_the_cheap_check_catches_a_flip_that_kept_size_and_mtime(cache):
     entry = cache.fill(mv(), writer())
     flip_byte(entry.artifacts / "model.bin", 7, keep_mtime=True)
-    assert entry.check() == []  # the cheap check trusts size and mtime
+    # Putting the mtime back cannot put the change time back: the write moved it.
+    assert entry.check() == [f"{ARTIFACTS}/model.bin"]
     assert entry.check(full=True) == [f"{ARTIFACTS}/model.bin"]
+
+
+def test_the_cheap_check_catches_a_file_replaced_with_the_same_size_and_times(cache):
+    entry = cache.fill(mv(), writer())
+    target = entry.artifacts / "model.bin"
+    before = target.stat()
+    forged = target.with_name("forged")
+    data = bytearray(target.read_bytes())
+    data[0] ^= 0xFF
+    forged.write_bytes(bytes(data))
+    forged.chmod(0o600)
+    os.utime(forged, ns=(before.st_atime_ns, before.st_mtime_ns))
+    forged.replace(target)  # a new inode under the old name
+    assert entry.check() == [f"{ARTIFACTS}/model.bin"]
+
+
+def test_a_copied_entry_is_hashed_once_then_trusted_by_its_new_stat_fields(cache):
+    entry = cache.fill(mv(), writer())
+    target = entry.artifacts / "model.bin"
+    copy = target.with_name("copy")
+    copy.write_bytes(target.read_bytes())
+    copy.chmod(0o600)
+    copy.replace(target)  # same content, new inode: hashed, found equal, not bad
+    bad, moved = entry.check_detail()
+    assert bad == []
+    assert moved == [f"{ARTIFACTS}/model.bin"]
+    refreshed = cache.rewrite(
+        entry,
+        files={rel: FileRecord.of(entry.path / rel, entry.files[rel].sha256) for rel in moved},
+    )
+    assert refreshed.check_detail() == ([], [])
+
+
+def test_a_file_planted_next_to_the_model_is_caught(cache):
+    entry = cache.fill(mv(), writer())
+    (entry.artifacts / "code").mkdir()
+    (entry.artifacts / "code" / "evil.py").write_text("import os")
+    assert entry.check() == [f"{ARTIFACTS}/code/evil.py"]
+
+
+def test_a_consistently_forged_manifest_is_refused(cache):
+    """Records rewritten to match a planted file are refused: they are not sealed by our key."""
+    entry = cache.fill(mv(), writer())
+    target = entry.artifacts / "model.bin"
+    target.write_bytes(b"planted")
+    manifest = entry.path / MANIFEST
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    st = target.stat()
+    data["files"][f"{ARTIFACTS}/model.bin"] = {
+        "sha256": sha256_file(target),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+    }
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(CacheIntegrityError, match="seal does not match"):
+        cache.get("m", 1)
+    # The forged entry is absent to listings and is replaced whole by the next fill.
+    assert list(cache.versions()) == []
+    calls: list[Path] = []
+    refilled = cache.fill(mv(), writer(calls=calls))
+    assert len(calls) == 1
+    assert (refilled.artifacts / "model.bin").read_bytes() == FILES["model.bin"]
+
+
+def test_an_entry_copied_from_another_cache_is_refused(tmp_path):
+    mine = ModelCache(tmp_path / "mine", REGISTRY)
+    theirs = ModelCache(tmp_path / "theirs", REGISTRY)
+    entry = theirs.fill(mv(), writer())
+    target = mine.version_dir("m", 1)
+    target.parent.mkdir(parents=True)
+    shutil.copytree(entry.path, target)
+    assert mine.key != theirs.key
+    with pytest.raises(CacheIntegrityError, match="seal does not match"):
+        mine.get("m", 1)
+
+
+def test_the_cache_key_is_private_and_never_read_through_a_symlink(tmp_path):
+    cache = ModelCache(tmp_path / "c", REGISTRY)
+    cache.fill(mv(), writer())
+    key = tmp_path / "c" / KEY_FILE
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    key.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"k" * 32)
+    key.symlink_to(elsewhere)
+    with pytest.raises(CacheIntegrityError, match="cannot be read safely"):
+        ModelCache(tmp_path / "c", REGISTRY).get("m", 1)
+
+
+def test_a_cache_directory_others_may_write_to_is_refused(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir(mode=0o700)
+    root.chmod(0o777)
+    with pytest.raises(CacheIntegrityError, match="writable by other users"):
+        ModelCache(root, REGISTRY)
+    root.chmod(0o755)  # readable by others is the user's choice; writable is not
+    ModelCache(root, REGISTRY)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
+def test_a_cache_directory_of_another_user_is_refused(tmp_path):
+    root = tmp_path / "theirs"
+    root.mkdir(mode=0o700)
+    os.chown(root, 12345, 12345)
+    with pytest.raises(CacheIntegrityError, match="belongs to uid 12345"):
+        ModelCache(root, REGISTRY)
+
+
+def test_two_projects_with_relative_sqlite_uris_do_not_share_a_cache(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    project_a = ModelCache(tmp_path / "cache", "sqlite:///mlflow.db")
+    project_a.fill(mv("churn", 1), writer({"MLmodel": b"a"}))
+    monkeypatch.chdir(tmp_path / "b")
+    project_b = ModelCache(tmp_path / "cache", "sqlite:///mlflow.db")
+    assert project_b.base != project_a.base
+    assert project_b.get("churn", 1) is None
+    assert canonical_registry_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'b'}/mlflow.db"
+    assert canonical_registry_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert canonical_registry_uri("file:mlruns") == f"file:{tmp_path / 'b' / 'mlruns'}"
+    assert canonical_registry_uri("http://h:5000") == "http://h:5000"
+
+
+def test_an_entry_of_a_deleted_and_recreated_version_is_filled_again(cache):
+    cache.fill(mv(), writer({"MLmodel": b"old"}))
+    recreated = ModelVersion.from_json(
+        {"name": "m", "version": "1", "creation_timestamp": 1_700_000_000_000, "run_id": "r2"}
+    )
+    calls: list[Path] = []
+    entry = cache.fill(recreated, writer({"MLmodel": b"new"}, calls=calls))
+    assert len(calls) == 1
+    assert (entry.artifacts / "MLmodel").read_bytes() == b"new"
+    assert entry.version.run_id == "r2"
+
+
+def test_a_fill_whose_artifacts_do_not_match_the_recorded_digest_caches_nothing(cache, tmp_path):
+    registered = tmp_path / "registered"
+    for rel, content in FILES.items():
+        (registered / rel).parent.mkdir(parents=True, exist_ok=True)
+        (registered / rel).write_bytes(content)
+    tags = _digest.digest_tags(_digest.tree_records(registered))
+    sealed = ModelVersion.from_json(
+        {"name": "m", "version": "1", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+    )
+    replaced = {**FILES, "model.bin": b"\x00" * len(FILES["model.bin"])}
+
+    def verify(records):
+        return _digest.check(records, sealed.tags, label=sealed.ref)
+
+    with pytest.raises(CacheIntegrityError, match=r"changed: model\.bin"):
+        cache.fill(sealed, writer(replaced), verify=verify)
+    assert cache.get("m", 1) is None
+    assert leftovers(cache) == []
+    entry = cache.fill(sealed, writer(), verify=verify)
+    assert entry.digest_verified
+    assert entry.digest == tags[_digest.DIGEST_TAG]
 
 
 def test_check_catches_a_size_change_and_a_missing_file(cache):
@@ -353,6 +518,8 @@ def test_get_refuses_an_incomplete_manifest_and_ignores_an_unreadable_one(cache)
     manifest = entry.path / MANIFEST
     data = json.loads(manifest.read_text(encoding="utf-8"))
     del data["files"]
+    del data["hmac"]
+    data["hmac"] = _seal(cache.key, data)  # our own key: only the shape is wrong
     manifest.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(CacheIntegrityError, match="m/1"):
         cache.get("m", 1)

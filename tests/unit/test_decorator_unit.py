@@ -1,17 +1,25 @@
-# Training functions here take arguments only for @register to log or fingerprint them.
-# ruff: noqa: ARG001
+# Training functions here take arguments only for @register to log or fingerprint them, and a
+# pyfunc model's predict takes MLflow's whole argument list.
+# ruff: noqa: ARG001, ARG002
 """``@register`` as a user meets it, against MLflow's own embedded store (SQLite in a temp dir).
 
 Everything is read back with vanilla ``mlflow.MlflowClient``: the run's params and metrics,
-the versions and their tags. The last section checks, with the fake REST server, that the
-client's safe re-creation of a version waits as long as the server's ``Retry-After`` asks.
+the versions and their tags. The outbox sections check what a push trusts (only entries for the
+pushing client's own registry, from a private outbox, never recording credentials) and the
+artifact digest every version carries. The last section checks, with the fake REST server,
+that the client's safe re-creation of a version waits as long as the server's ``Retry-After``
+asks.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
+import re
+import stat
 import uuid
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,8 +28,8 @@ from _rest_fakes import FakeMlflowServer, FakeSleep, error_body, make_client, ma
 from _rest_fakes import mock_http as rest_mock
 
 import registry_sdk as rs
-from registry_sdk import _outbox, _tags
-from registry_sdk.errors import InvalidReferenceError
+from registry_sdk import _digest, _outbox, _tags
+from registry_sdk.errors import CacheIntegrityError, InvalidReferenceError
 
 
 class Scaler:
@@ -343,6 +351,233 @@ def test_when_training_raises_no_version_is_made_and_the_run_fails(client, vanil
     assert train.last_version is None
     outbox = _outbox.outbox_dir(client.settings.cache_dir)
     assert not outbox.exists() or list(outbox.iterdir()) == []
+
+
+# ============================================================================ outbox: trust
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    """A pyfunc model to stage by hand, as ``@register`` would have."""
+
+    def predict(self, context, model_input: list[float], params=None) -> list[float]:
+        return [2 * x for x in model_input]
+
+
+def stage(cache: Path, name: str, uri: str, *, experiment_id: str | None = None) -> _outbox.Entry:
+    """An outbox entry for ``uri``, staged the way ``@register`` does when the push fails."""
+    key = uuid.uuid4().hex
+    staging = _outbox.new_entry_dir(cache, key)
+    # Explicit requirements: MLflow infers none in a subprocess.
+    mlflow.pyfunc.save_model(
+        str(staging / _outbox.MODEL_DIR), python_model=Doubler(), pip_requirements=["mlflow"]
+    )
+    entry = _outbox.Entry(
+        path=staging,
+        key=key,
+        name=name,
+        tracking_uri=uri,
+        registry_uri=uri,
+        experiment_id=experiment_id,
+        tags={"origin": "staged"},
+    )
+    return _outbox.commit(entry)
+
+
+FOREIGN = "http://registry.example:5000"
+
+
+def test_push_pending_never_contacts_the_registry_another_entry_names(
+    client, store, vanilla, monkeypatch
+):
+    _, experiment_id = store
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-do-not-send")
+    cache = client.settings.cache_dir
+    mine = stage(cache, unique("mine"), client.tracking_uri, experiment_id=experiment_id)
+    theirs = stage(cache, unique("theirs"), "http://alice:s3cret-pw@registry.example:5000")
+    raw_before = (theirs.path / _outbox.ENTRY_FILE).read_bytes()
+    seen = []
+
+    def record(request):
+        seen.append((request.method, request.url, request.headers.get("Authorization")))
+        return 404, {}, json.dumps(error_body("RESOURCE_DOES_NOT_EXIST", "nothing here"))
+
+    with rest_mock() as http:
+        for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+            http.add_callback(
+                method, re.compile(r"https?://([^/@]*@)?registry\.example[:/].*"), record
+            )
+        with pytest.warns(rs.PendingRegistrationWarning) as caught:
+            pushed = rs.push_pending(client)
+
+    assert seen == [], "the entry's host got requests (and the caller's token)"
+    assert [(v.name, v.version) for v in pushed] == [(mine.name, 1)]
+    assert vanilla.get_model_version(mine.name, "1").tags["origin"] == "staged"
+    # The other entry waits, untouched, and the warning says how to push it.
+    [left] = _outbox.pending(cache)
+    assert left.path == theirs.path
+    assert (left.path / _outbox.ENTRY_FILE).read_bytes() == raw_before
+    [warning] = caught
+    message = str(warning.message)
+    assert repr(theirs.name) in message
+    assert f"registry at {FOREIGN}" in message
+    assert f"push_pending(RegistryClient('{FOREIGN}'))" in message
+    assert f"`registry --tracking-uri {FOREIGN} push`" in message
+    assert "s3cret" not in message
+    assert "alice" not in message
+
+
+@pytest.mark.parametrize(
+    ("entry_uri", "client_uri"),
+    [
+        ("http://registry.example:5000", "http://alice:s3cret@registry.example:5000"),
+        ("http://registry.example:5000/", "HTTP://Registry.Example:5000"),
+        ("https://registry.example", "https://registry.example:443/"),
+        ("http://registry.example/mlflow", "http://registry.example:80/mlflow/"),
+        ("sqlite:///relative.db", "sqlite:///relative.db"),
+    ],
+)
+def test_an_entry_belongs_to_a_client_with_the_same_server_whatever_its_credentials(
+    entry_uri, client_uri, tmp_path
+):
+    entry = _outbox.Entry(
+        tmp_path, key="k", name="m", tracking_uri=entry_uri, registry_uri=entry_uri
+    )
+    with rs.RegistryClient(client_uri, cache_dir=tmp_path) as registry:
+        assert _outbox.same_registry(entry, registry)
+
+
+@pytest.mark.parametrize(
+    "client_uri",
+    [
+        "http://registry.example:5001",
+        "https://registry.example:5000",
+        "http://other.example:5000",
+        "http://registry.example:5000/prefix",
+        "http://registry.example.evil.test:5000",
+        "sqlite:///registry.example.db",
+    ],
+)
+def test_an_entry_does_not_belong_to_a_client_of_another_server(client_uri, tmp_path):
+    entry = _outbox.Entry(tmp_path, key="k", name="m", tracking_uri=FOREIGN, registry_uri=FOREIGN)
+    with rs.RegistryClient(client_uri, cache_dir=tmp_path) as registry:
+        assert not _outbox.same_registry(entry, registry)
+    # The registry counts too, not only the tracking server.
+    with rs.RegistryClient(FOREIGN, registry_uri=client_uri, cache_dir=tmp_path) as registry:
+        assert not _outbox.same_registry(entry, registry)
+
+
+def test_an_entry_never_records_the_credentials_of_its_uris(tmp_path):
+    cache = tmp_path / "cache"
+    entry = stage(cache, "m", "http://alice:s3cret-pw@registry.example:5000/")
+    raw = (entry.path / _outbox.ENTRY_FILE).read_text(encoding="utf-8")
+    assert "s3cret-pw" not in raw
+    assert "alice" not in raw
+    assert json.loads(raw)["tracking_uri"] == "http://registry.example:5000/"
+    assert json.loads(raw)["registry_uri"] == "http://registry.example:5000/"
+
+    # An entry written with credentials (by an older version) loses them when read.
+    data = json.loads(raw)
+    data["registry_uri"] = "https://bob:hunter2@registry.example"
+    (entry.path / _outbox.ENTRY_FILE).write_text(json.dumps(data), encoding="utf-8")
+    [loaded] = _outbox.pending(cache)
+    assert loaded.registry_uri == "https://registry.example"
+    loaded.save()
+    assert "hunter2" not in (entry.path / _outbox.ENTRY_FILE).read_text(encoding="utf-8")
+
+
+def test_the_outbox_and_its_entries_are_private(tmp_path):
+    cache = tmp_path / "cache"
+    previous = os.umask(0o022)  # the usual umask, whatever the test runner's is
+    try:
+        entry = stage(cache, "m", FOREIGN)
+    finally:
+        os.umask(previous)
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(cache) == 0o700
+    assert mode(_outbox.outbox_dir(cache)) == 0o700
+    assert mode(entry.path) == 0o700
+    assert mode(entry.path / _outbox.ENTRY_FILE) == 0o600
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_an_outbox_other_users_can_write_to_is_refused(client, store, vanilla):
+    _, experiment_id = store
+    cache = client.settings.cache_dir
+    # A planted entry naming the user's own registry: only the outbox's privacy stops it.
+    planted = stage(cache, unique("planted"), client.tracking_uri, experiment_id=experiment_id)
+    outbox = _outbox.outbox_dir(cache)
+    outbox.chmod(0o777)
+    trained = []
+
+    @rs.register(unique("refused"), client=client)
+    def train():
+        trained.append(Scaler(1.0))
+        return trained[-1]
+
+    with pytest.raises(CacheIntegrityError, match=r"outbox .* writable by other users.*chmod go-w"):
+        rs.push_pending(client)
+    with pytest.raises(CacheIntegrityError, match="outbox"):
+        _outbox.pending(cache)
+    with pytest.raises(CacheIntegrityError, match="outbox"):
+        train()
+
+    assert trained == [], "refused before training, not after it"
+    assert vanilla.search_registered_models(f"name = '{planted.name}'") == []
+    assert (planted.path / _outbox.ENTRY_FILE).is_file()
+
+
+# ============================================================================ artifact digest
+
+
+def test_the_version_carries_the_digest_of_what_vanilla_mlflow_downloads(
+    client, vanilla, store, tmp_path
+):
+    uri, _ = store
+    name = unique("digest")
+
+    @rs.register(name, client=client)
+    def train():
+        return Scaler(3.0)
+
+    train()
+
+    tags = vanilla.get_model_version(name, "1").tags
+    assert tags == dict(train.last_version.tags)
+    recorded = tags[_tags.ARTIFACTS_SHA256]
+    # The version's own artifact location: exactly the tree that was uploaded.
+    plain = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=vanilla.get_model_version_download_uri(name, "1"),
+            dst_path=str(tmp_path / "plain"),
+            tracking_uri=uri,
+        )
+    )
+    records = _digest.tree_records(plain)
+    assert _digest.tree_digest(records) == recorded
+    assert _digest.digest_tags(records) == {
+        _tags.ARTIFACTS_SHA256: recorded,
+        _tags.ARTIFACTS_FILES: tags[_tags.ARTIFACTS_FILES],
+    }
+    assert "MLmodel" in json.loads(tags[_tags.ARTIFACTS_FILES])
+    # Through models:/, MLflow adds one file of its own (the name and version it resolved).
+    mlflow.set_tracking_uri(uri)
+    try:
+        via_models = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{name}/1", dst_path=str(tmp_path / "via-models")
+            )
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+    added = via_models / "registered_model_meta"
+    assert _digest.differences(_digest.tree_records(via_models), tags) == [
+        "added: registered_model_meta"
+    ]
+    added.unlink()
+    assert _digest.tree_digest(_digest.tree_records(via_models)) == recorded
 
 
 # ============================================================================ Retry-After
