@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import click
 
@@ -26,14 +27,20 @@ def export_cmd(ctx: click.Context, names: tuple[str, ...], to: str, as_json: boo
 
 @click.command("import")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--move-aliases",
+    is_flag=True,
+    help="Move aliases the target already has to the imported versions (logged in the "
+    "alias history); without it such an import is refused and nothing is created.",
+)
 @json_option
 @click.pass_context
-def import_cmd(ctx: click.Context, path: str, as_json: bool) -> None:
-    """Import an export (checksums verified first; running it again creates nothing new)."""
+def import_cmd(ctx: click.Context, path: str, move_aliases: bool, as_json: bool) -> None:
+    """Import an export (checked first; running it again creates nothing new)."""
     # MLflow prints "View run ..." links to stdout when an import ends a run on a server:
     # stdout is for the report (JSON must parse), so they go to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        report = make_client(ctx).import_(path)
+        report = make_client(ctx).import_(Path(path), move_aliases=move_aliases)
     if as_json:
         echo_json(report.to_dict())
         return

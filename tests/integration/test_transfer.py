@@ -637,6 +637,87 @@ def test_a_damaged_export_is_refused_before_anything_is_written(
     assert not (tmp_path / "mlruns").exists()
 
 
+def reseal(export: Path) -> None:
+    """Make the manifest match the export as it now is: what the author of a crafted one does."""
+    manifest = json.loads((export / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"] = {
+        rel: digest for rel, digest in sha256_tree(export).items() if rel != "manifest.json"
+    }
+    (export / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_an_export_whose_artifacts_are_a_symlink_is_refused_and_uploads_nothing(
+    source, fresh_registry, tmp_path
+):
+    secret = b"importer's private key: never to leave this machine"
+    home = tmp_path / "home" / ".ssh"
+    home.mkdir(parents=True)
+    (home / "id_ed25519").write_bytes(secret)
+    export = Path(shutil.copytree(source.export, tmp_path / "export"))
+    artifacts = exported_version_dir(export, source.ridge, 3) / "artifacts"
+    shutil.rmtree(artifacts)
+    artifacts.symlink_to(home, target_is_directory=True)
+    reseal(export)  # the manifest lists nothing below the link: it looks complete
+    named = artifacts.relative_to(export).as_posix()
+    target_uri = fresh_registry("target")
+
+    with make_client(target_uri, tmp_path / "target-cache") as target:
+        with pytest.raises(ExportIntegrityError, match=f"{named} is a symlink"):
+            target.import_(export)
+        result = CliRunner().invoke(cli, ["--tracking-uri", target_uri, "import", str(export)])
+        assert result.exit_code == 6, result.output
+        assert named in result.output
+        assert list(target.search_models()) == []
+    vanilla = mlflow.MlflowClient(tracking_uri=target_uri)
+    assert [e.name for e in vanilla.search_experiments()] == ["Default"]
+    holders = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and not p.is_symlink() and secret in p.read_bytes()
+    ]
+    assert holders == [home / "id_ed25519"]
+
+
+def test_an_import_that_would_move_prod_back_is_refused_until_move_aliases(
+    source, fresh_registry, tmp_path
+):
+    target_uri = fresh_registry("target")
+    runner = CliRunner()
+    with make_client(target_uri, tmp_path / "target-cache") as target:
+        first = target.import_(source.export)
+        assert first.aliases[f"{source.ridge}@prod"] == f"{source.ridge}/2"
+        target.set_alias(source.ridge, "prod", 3, reason="the target's own rollout")
+        tags_before = raw_model_tags(target_uri, source.ridge)
+
+        refused = runner.invoke(cli, ["--tracking-uri", target_uri, "import", str(source.export)])
+
+        assert refused.exit_code == 6, refused.output
+        assert f"{source.ridge}@prod holds {source.ridge}/3" in refused.output
+        assert "--move-aliases" in refused.output
+        assert dict(target.get_model(source.ridge).aliases)["prod"] == 3
+        assert raw_model_tags(target_uri, source.ridge) == tags_before
+        assert_imported_exactly_once(target_uri, source)
+
+        moved = runner.invoke(
+            cli,
+            [
+                "--tracking-uri",
+                target_uri,
+                "import",
+                str(source.export),
+                "--move-aliases",
+                "--json",
+            ],
+        )
+
+        assert moved.exit_code == 0, moved.output
+        assert json.loads(moved.stdout)["created"] == {}
+        assert dict(target.get_model(source.ridge).aliases)["prod"] == 2
+        last = target.history(source.ridge, alias="prod")[-1]
+        assert (last.from_version, last.to_version, last.external) == (3, 2, False)
+        assert_imported_exactly_once(target_uri, source)
+
+
 # ============================================================================ copy
 
 

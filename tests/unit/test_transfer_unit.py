@@ -12,17 +12,21 @@ import json
 import os
 import re
 import shutil
+import socket
 import warnings
 from pathlib import Path
 
 import mlflow
 import pytest
+from click.testing import CliRunner
 from mlflow.tracking import fluent
 
 import registry_sdk as rs
-from registry_sdk import _tags, lifecycle, transfer
+from registry_sdk import _digest, _tags, lifecycle, transfer
 from registry_sdk._backends.local import LocalBackend
+from registry_sdk.cli import cli
 from registry_sdk.entities import AliasEvent
+from registry_sdk.errors import CacheIntegrityError
 from registry_sdk.transfer import ExportIntegrityError, ImportReport
 
 IMPORTED_FROM = _tags.PREFIX + "imported_from"
@@ -478,3 +482,385 @@ def test_copy_records_provenance_sets_the_alias_once_and_never_duplicates(regist
     }
     shutil.rmtree(tmp_path / "sources")  # the copy holds its own files, not links to these
     assert stored_artifacts(target, "m-archive", 1) == expected
+
+
+# ============================================================================ hostile exports
+
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- importer's own key, never to be uploaded"
+
+
+def secret_home(tmp_path: Path) -> Path:
+    """A stand-in for the importer's ~/.ssh: a directory holding one secret file."""
+    home = tmp_path / "home" / ".ssh"
+    home.mkdir(parents=True)
+    (home / "id_ed25519").write_bytes(SECRET)
+    return home
+
+
+def reseal(export: Path) -> None:
+    """Rewrite the manifest to match the export as it now is, the way a crafted bundle would."""
+    manifest = json.loads((export / transfer.MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"] = {
+        rel: digest for rel, digest in hashes(export).items() if rel != transfer.MANIFEST
+    }
+    (export / transfer.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def assert_nothing_created(target: rs.RegistryClient, tmp_path: Path) -> None:
+    assert list(target.search_models()) == []
+    vanilla = mlflow.MlflowClient(tracking_uri=target.tracking_uri)
+    assert [e.name for e in vanilla.search_experiments()] == ["Default"]
+    assert vanilla.search_runs(["0"]) == []
+    assert not (tmp_path / "mlruns").exists()
+
+
+def assert_secret_only_at_home(tmp_path: Path) -> None:
+    """No regular file under ``tmp_path`` but the original holds the secret (links are skipped)."""
+    holders = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and not p.is_symlink() and SECRET in p.read_bytes()
+    ]
+    assert holders == [tmp_path / "home" / ".ssh" / "id_ed25519"]
+
+
+def one_version_export(registry, tmp_path: Path, *, digest: bool = False) -> Path:
+    source = registry("source")
+    source.create_model("m")
+    root = artifacts(tmp_path, "m1", model_files(1))
+    tags = _digest.digest_tags(_digest.tree_records(root)) if digest else None
+    source.create_version("m", str(root), tags=tags)
+    return source.export(["m"], to=tmp_path / "export")
+
+
+ARTIFACTS_1 = "models/m/versions/1/artifacts"
+
+
+def test_an_export_whose_artifacts_directory_is_a_symlink_is_refused_and_leaks_nothing(
+    registry, tmp_path
+):
+    export = one_version_export(registry, tmp_path)
+    home = secret_home(tmp_path)
+    shutil.rmtree(export / ARTIFACTS_1)
+    (export / ARTIFACTS_1).symlink_to(home, target_is_directory=True)
+    reseal(export)
+    target = registry("target")
+
+    with pytest.raises(ExportIntegrityError, match=f"{re.escape(ARTIFACTS_1)} is a symlink"):
+        transfer.import_(target, export)
+
+    assert_nothing_created(target, tmp_path)
+    assert_secret_only_at_home(tmp_path)
+
+
+def test_an_export_holding_a_symlink_to_a_file_is_refused_even_when_the_manifest_matches(
+    registry, tmp_path
+):
+    export = one_version_export(registry, tmp_path)
+    home = secret_home(tmp_path)
+    link = export / ARTIFACTS_1 / "weights.bin"
+    link.unlink()
+    link.symlink_to(home / "id_ed25519")
+    reseal(export)  # as if the author knew the file's sha256: a well-known system file, say
+    target = registry("target")
+
+    with pytest.raises(ExportIntegrityError, match=f"{re.escape(ARTIFACTS_1)}/weights.bin"):
+        transfer.import_(target, export)
+
+    assert_nothing_created(target, tmp_path)
+    assert_secret_only_at_home(tmp_path)
+
+
+def test_a_fifo_next_to_the_model_files_is_refused(registry, tmp_path):
+    export = one_version_export(registry, tmp_path)
+    os.mkfifo(export / "models/m/pipe")
+    target = registry("target")
+
+    with pytest.raises(ExportIntegrityError, match=re.escape("models/m/pipe")):
+        transfer.import_(target, export)
+
+    assert_nothing_created(target, tmp_path)
+
+
+def test_a_version_directory_that_is_not_a_number_is_refused_before_anything_is_created(
+    registry, tmp_path
+):
+    export = one_version_export(registry, tmp_path)
+    (export / "models/m/versions/1").rename(export / "models/m/versions/latest")
+    reseal(export)
+    target = registry("target")
+
+    with pytest.raises(ExportIntegrityError, match=re.escape("models/m/versions/latest")):
+        transfer.import_(target, export)
+
+    assert_nothing_created(target, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "symlinked-model-dir",
+        "symlinked-manifest",
+        "fifo-in-artifacts",
+        "socket-in-artifacts",
+        "file-outside-models",
+        "directory-for-version-json",
+        "leading-zero-version",
+        "stray-empty-directory",
+    ],
+)
+def test_verify_export_refuses_what_the_format_does_not_have(tmp_path, shape):
+    root = handmade_export(tmp_path / "export", HANDMADE)
+    elsewhere = handmade_export(tmp_path / "elsewhere", HANDMADE)
+    named = {
+        "symlinked-model-dir": "models/m",
+        "symlinked-manifest": "manifest.json",
+        "fifo-in-artifacts": f"{ARTIFACTS_1}/pipe",
+        "socket-in-artifacts": f"{ARTIFACTS_1}/s",
+        "file-outside-models": "notes.txt",
+        "directory-for-version-json": "models/m/versions/2/version.json",
+        "leading-zero-version": "models/m/versions/01",
+        "stray-empty-directory": "models/m/versions/1/extra",
+    }[shape]
+    if shape == "symlinked-model-dir":
+        shutil.rmtree(root / "models/m")
+        (root / "models/m").symlink_to(elsewhere / "models/m", target_is_directory=True)
+    elif shape == "symlinked-manifest":
+        (tmp_path / "m.json").write_bytes((root / transfer.MANIFEST).read_bytes())
+        (root / transfer.MANIFEST).unlink()
+        (root / transfer.MANIFEST).symlink_to(tmp_path / "m.json")
+    elif shape == "fifo-in-artifacts":
+        os.mkfifo(root / named)
+    elif shape == "socket-in-artifacts":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(root / named))
+        server.close()
+    elif shape == "file-outside-models":
+        (root / named).write_bytes(b"hi")
+        reseal(root)
+    elif shape == "directory-for-version-json":
+        (root / named).mkdir(parents=True)
+    elif shape == "leading-zero-version":
+        (root / "models/m/versions/1").rename(root / named)
+        reseal(root)
+    else:
+        (root / named).mkdir()
+
+    with pytest.raises(ExportIntegrityError) as caught:
+        transfer.verify_export(root)
+    assert named in str(caught.value)
+    assert "missing" not in str(caught.value)  # the reason, not a side effect of it
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        (f"{ARTIFACTS_1}/../../../../../secret", r"\.\."),
+        ("/etc/passwd", "absolute"),
+        (f"{ARTIFACTS_1}\\weights.bin", "backslash"),
+        (f"{ARTIFACTS_1}/./weights.bin", "not normalized"),
+        (f"{ARTIFACTS_1}//weights.bin", "not normalized"),
+        (f"{ARTIFACTS_1}/weights\x00.bin", "NUL"),
+    ],
+)
+def test_verify_export_refuses_a_manifest_path_that_is_not_a_plain_relative_path(
+    tmp_path, path, reason
+):
+    root = handmade_export(tmp_path / "export", HANDMADE)
+    (tmp_path / "secret").write_bytes(SECRET)
+    manifest = json.loads((root / transfer.MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"][path] = hashlib.sha256(SECRET).hexdigest()
+    (root / transfer.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+
+    with pytest.raises(ExportIntegrityError, match=reason) as caught:
+        transfer.verify_export(root)
+    assert repr(path) in str(caught.value)
+
+
+def test_artifacts_swapped_for_a_symlink_after_verification_are_never_uploaded(
+    registry, tmp_path, monkeypatch
+):
+    export = one_version_export(registry, tmp_path)
+    home = secret_home(tmp_path)
+    target = registry("target")
+    create_model = rs.RegistryClient.create_model
+
+    def swap_then_create(self, *args, **kwargs):
+        # The import checked the export already; now someone who can write to it strikes.
+        for path in (export / ARTIFACTS_1).iterdir():
+            if path.is_file():
+                path.unlink()
+                path.symlink_to(home / "id_ed25519")
+        return create_model(self, *args, **kwargs)
+
+    monkeypatch.setattr(rs.RegistryClient, "create_model", swap_then_create)
+    with pytest.raises(ExportIntegrityError, match=re.escape(ARTIFACTS_1)):
+        transfer.import_(target, export)
+
+    assert version_count(target, "m") == 0
+    assert_secret_only_at_home(tmp_path)
+
+
+# ============================================================================ recorded digests
+
+
+def test_exporting_a_version_whose_stored_files_were_tampered_with_fails_without_a_manifest(
+    registry, tmp_path
+):
+    source = registry("source")
+    source.create_model("m")
+    root = artifacts(tmp_path, "m1", model_files(1))
+    source.create_version("m", str(root), tags=_digest.digest_tags(_digest.tree_records(root)))
+    (root / "weights.bin").write_bytes(b"swapped in the artifact store")
+
+    with pytest.raises(CacheIntegrityError, match=r"changed: weights\.bin"):
+        source.export(["m"], to=tmp_path / "export")
+    assert not (tmp_path / "export" / transfer.MANIFEST).exists()
+
+    target = registry("target")
+    with pytest.raises(CacheIntegrityError, match=r"changed: weights\.bin"):
+        source.copy("m/1", to_client=target, alias="prod")
+    assert list(target.search_models()) == []
+
+
+def test_importing_artifacts_that_differ_from_the_recorded_digest_is_refused(registry, tmp_path):
+    export = one_version_export(registry, tmp_path, digest=True)
+    pristine = Path(shutil.copytree(export, tmp_path / "pristine"))
+    (export / ARTIFACTS_1 / "weights.bin").write_bytes(b"backdoored weights")
+    reseal(export)  # the manifest alone cannot tell: it was rewritten too
+    target = registry("target")
+
+    with pytest.raises(ExportIntegrityError, match=re.escape(f"{ARTIFACTS_1}/weights.bin")):
+        transfer.import_(target, export)
+    assert_nothing_created(target, tmp_path)
+
+    report = transfer.import_(target, pristine)
+    imported = target.get_version(report.created["m/1"])
+    original = json.loads((pristine / "models/m/versions/1/version.json").read_text("utf-8"))
+    recorded = {t["key"]: t["value"] for t in original["tags"]}
+    assert imported.tags[_digest.DIGEST_TAG] == recorded[_digest.DIGEST_TAG]
+    stored = Path(
+        mlflow.MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.registry_uri)
+        .get_model_version_download_uri("m", "1")
+        .removeprefix("file://")
+    )
+    assert _digest.check(_digest.tree_records(stored), imported.tags, label="m/1") is True
+
+
+# ============================================================================ existing target state
+
+
+def test_an_import_that_would_move_an_existing_alias_is_refused_until_asked_to(registry, tmp_path):
+    export = one_version_export(registry, tmp_path)
+    target = registry("target")
+    target.create_model("m")
+    target.create_version("m", str(artifacts(tmp_path, "t1", model_files(7))))
+    target.set_alias("m", "prod", 1, reason="serving")
+    source_prod = json.loads((export / "models/m/model.json").read_text("utf-8"))
+    source_prod["aliases"] = {"prod": 1}
+    (export / "models/m/model.json").write_text(json.dumps(source_prod), encoding="utf-8")
+    reseal(export)
+    before = dict(target.get_model("m").tags)
+
+    with pytest.raises(transfer.ImportConflictError) as caught:
+        transfer.import_(target, export)
+    message = str(caught.value)
+    assert "m@prod" in message
+    assert "m/1" in message
+    assert "move_aliases=True" in message
+    assert "--move-aliases" in message
+    assert isinstance(caught.value, rs.AlreadyExistsError)
+    assert version_count(target, "m") == 1
+    assert dict(target.get_model("m").aliases) == {"prod": 1}
+    assert dict(target.get_model("m").tags) == before
+    vanilla = mlflow.MlflowClient(tracking_uri=target.tracking_uri)
+    assert [e.name for e in vanilla.search_experiments()] == ["Default"]
+
+    report = transfer.import_(target, export, move_aliases=True)
+
+    assert report.created == {"m/1": "m/2"}
+    assert dict(target.get_model("m").aliases) == {"prod": 2}
+    last = lifecycle.history(target.get_model("m"))[-1]
+    assert (last.alias, last.from_version, last.to_version) == ("prod", 1, 2)
+    assert lifecycle.previous_holder(target.get_model("m"), "prod") == 1
+
+    # The same export again: prod already holds the version it maps to, so nothing moves.
+    again = transfer.import_(target, export)
+    assert (again.created, again.existing) == ({}, {"m/1": "m/2"})
+    assert dict(target.get_model("m").aliases) == {"prod": 2}
+
+
+def test_an_alias_moved_in_the_target_after_an_import_is_not_moved_back_by_the_next(
+    registry, tmp_path
+):
+    source = registry("source")
+    source.create_model("m")
+    for n in (1, 2):
+        source.create_version("m", str(artifacts(tmp_path, f"m{n}", model_files(n))))
+    source.set_alias("m", "prod", 1)
+    export = source.export(["m"], to=tmp_path / "export")
+    target = registry("target")
+    transfer.import_(target, export)
+    target.set_alias("m", "prod", 2, reason="the target's own decision")
+
+    with pytest.raises(transfer.ImportConflictError, match=r"m@prod"):
+        transfer.import_(target, export)
+    assert dict(target.get_model("m").aliases) == {"prod": 2}
+
+
+def test_an_import_keeps_the_target_models_own_tags_description_and_stages(registry, tmp_path):
+    source = registry("source")
+    source.create_model("m", description="from source", tags={"owner": "search", "new": "x"})
+    source.create_version("m", str(artifacts(tmp_path, "m1", model_files(1))))
+    stage(source, "m/1", "Production")
+    export = source.export(["m"], to=tmp_path / "export")
+
+    target = registry("target")
+    target.create_model("m", tags={"owner": "platform"})
+    transfer.import_(target, export)
+    model = target.get_model("m")
+    assert (model.tags["owner"], model.tags["new"]) == ("platform", "x")
+    assert model.description == "from source"  # the target had none: filled in
+    assert target.get_version("m/1").current_stage == "Production"
+
+    target.update_model("m", description="the target's own words")
+    stage(target, "m/1", "Archived")
+    transfer.import_(target, export)
+    assert target.get_model("m").description == "the target's own words"
+    assert target.get_version("m/1").current_stage == "Archived"
+
+
+def test_the_cli_refuses_to_move_aliases_without_the_flag_and_moves_them_with_it(
+    registry, tmp_path
+):
+    source = registry("source")
+    source.create_model("m")
+    source.create_version("m", str(artifacts(tmp_path, "m1", model_files(1))))
+    source.set_alias("m", "prod", 1)
+    export = source.export(["m"], to=tmp_path / "export")
+    target = registry("target")
+    target.create_model("m")
+    target.create_version("m", str(artifacts(tmp_path, "t1", model_files(7))))
+    target.set_alias("m", "prod", 1)
+    uri = target.tracking_uri
+    runner = CliRunner()
+
+    refused = runner.invoke(cli, ["--tracking-uri", uri, "import", str(export)])
+    assert refused.exit_code == 6, refused.output
+    assert "--move-aliases" in refused.output
+    assert version_count(target, "m") == 1
+
+    moved = runner.invoke(cli, ["--tracking-uri", uri, "import", str(export), "--move-aliases"])
+    assert moved.exit_code == 0, moved.output
+    assert "alias    m@prod -> m/2" in moved.stdout
+    assert dict(target.get_model("m").aliases) == {"prod": 2}
+
+
+def test_export_refuses_a_directory_that_holds_other_files(registry, tmp_path):
+    source = registry("source")
+    source.create_model("m")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "train.py").write_text("print('hi')\n", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="not empty"):
+        source.export(["m"], to=tmp_path / "project")
+    assert not (tmp_path / "project" / transfer.MANIFEST).exists()
