@@ -19,6 +19,7 @@ when the tree digest does not match; the tree digest alone decides.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from registry_sdk import _tags
 from registry_sdk.errors import CacheIntegrityError, UnsafeArtifactError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
 DIGEST_TAG = _tags.ARTIFACTS_SHA256
@@ -40,6 +41,14 @@ FILES_TAG = _tags.ARTIFACTS_FILES
 MAX_TAG_VALUE = 5000
 _CHUNK = 1 << 20
 _SHORT = 16
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+#: O_NONBLOCK: a FIFO swapped in after a walk must not block the open; fstat then refuses it.
+READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+#: Opening each folder relative to its parent (openat) with O_NOFOLLOW, where the OS can.
+_BENEATH = bool(_NOFOLLOW and _DIRECTORY and os.open in os.supports_dir_fd)
+#: What opening a path through a symlink with O_NOFOLLOW fails with (EMLINK on FreeBSD).
+LINK_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.EMLINK})
 
 
 @attrs.frozen
@@ -59,6 +68,31 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_beneath(root: Path, parts: Sequence[str]) -> int:
+    """Open ``root/parts...`` for reading without following a symlink anywhere below ``root``.
+
+    A folder or the file swapped for a symlink after a walk fails with an ``OSError`` whose
+    errno is in :data:`LINK_ERRNOS`; the caller decides what that means. ``root`` itself may
+    be a link. Check the result with ``fstat``: it may still be a FIFO or a device.
+    """
+    if _BENEATH:
+        folder = os.open(root, os.O_RDONLY | _DIRECTORY)
+        try:
+            for part in parts[:-1]:
+                child = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=folder)
+                os.close(folder)
+                folder = child
+            return os.open(parts[-1], READ_FLAGS, dir_fd=folder)
+        finally:
+            os.close(folder)
+    here = root  # no openat: check each folder, then open the file itself without following
+    for part in parts[:-1]:
+        here = here / part
+        if not stat.S_ISDIR(here.lstat().st_mode):
+            raise OSError(errno.ELOOP, "a folder on its path is a link", str(here))
+    return os.open(here / parts[-1], READ_FLAGS)
 
 
 def walk_files(root: Path) -> list[Path]:

@@ -17,7 +17,6 @@ Every failure is a :class:`~registry_sdk.RegistryError` saying what the server s
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, unquote, urlsplit
 from urllib.request import url2pathname
 
-from registry_sdk._digest import walk_files
+from registry_sdk._digest import LINK_ERRNOS, READ_FLAGS, open_beneath, walk_files
 from registry_sdk._progress import Progress
 from registry_sdk.errors import (
     InvalidResponseError,
@@ -47,15 +46,7 @@ _CHUNK = 1 << 20
 ALLOW_LOCAL_ENV = "REGISTRY_SDK_ALLOW_LOCAL_ARTIFACTS"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
-# O_NONBLOCK: a FIFO swapped in after the walk must not block the open; fstat then refuses it.
-_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _BINARY
 _WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-#: Opening each folder below the root relative to its parent (openat) with O_NOFOLLOW: a
-#: folder swapped for a symlink after the walk is refused too.
-_BENEATH = bool(_DIRECTORY and _NOFOLLOW) and os.open in os.supports_dir_fd
-#: What opening a path through a symlink with O_NOFOLLOW fails with (EMLINK on FreeBSD).
-_LINK_ERRNOS = frozenset({errno.ELOOP, errno.ENOTDIR, errno.EMLINK})
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -286,21 +277,11 @@ def _open_file(root: Path, parts: tuple[str, ...] | None) -> int:
     ``parts`` None opens ``root`` itself (a single-file artifact; it may be a symlink).
     """
     if parts is None:
-        return os.open(root, _READ & ~_NOFOLLOW)
+        return os.open(root, READ_FLAGS & ~_NOFOLLOW)
     try:
-        if not _BENEATH:
-            return os.open(root.joinpath(*parts), _READ)
-        folder = os.open(root, os.O_RDONLY | _DIRECTORY)
-        try:
-            for part in parts[:-1]:
-                child = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=folder)
-                os.close(folder)
-                folder = child
-            return os.open(parts[-1], _READ, dir_fd=folder)
-        finally:
-            os.close(folder)
+        return open_beneath(root, parts)
     except OSError as exc:
-        if exc.errno in _LINK_ERRNOS:
+        if exc.errno in LINK_ERRNOS:
             rel = "/".join(parts)
             msg = f"{rel} under {root} changed into a symlink while copied"
             raise UnsafeArtifactError(msg) from None

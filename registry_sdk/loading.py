@@ -265,9 +265,9 @@ def _ensure_cached(
     if moved:
         # Copied or touched, content unchanged (hashed just now): remember the new stat
         # fields so that the next load does not hash the files again.
-        entry = cache.rewrite(
-            entry,
-            files={rel: FileRecord.of(entry.path / rel, entry.files[rel].sha256) for rel in moved},
+        files = {rel: FileRecord.of(entry.path / rel, entry.files[rel].sha256) for rel in moved}
+        entry = _rewrite(
+            cache, entry, attrs.evolve(entry, files={**entry.files, **files}), files=files
         )
     if fresh is not None:
         entry = _check_fresh(client, cache, entry, fresh)
@@ -295,8 +295,20 @@ def _check_fresh(
         )
         return _fill(client, cache, name, version, replace=True)
     if expected and not entry.digest_verified:  # sealed after it was cached: same files
-        return cache.rewrite(entry, version=fresh, digest_verified=True)
+        verified = attrs.evolve(entry, version=fresh, digest_verified=True)
+        return _rewrite(cache, entry, verified, version=fresh, digest_verified=True)
     return entry
+
+
+def _rewrite(
+    cache: ModelCache, entry: CachedVersion, fallback: CachedVersion, **changes: Any
+) -> CachedVersion:
+    """Record what a load learnt in the manifest; a read-only cache keeps it in memory only."""
+    try:
+        return cache.rewrite(entry, **changes)
+    except OSError as exc:
+        logger.debug("cannot update the cache manifest of %s: %s", entry.version.ref, exc)
+        return fallback
 
 
 def _require_digest(client: RegistryClient, mv: ModelVersion, entry: CachedVersion | None) -> None:

@@ -115,10 +115,6 @@ _FORMAT_FILES = re.compile(
 )
 _ARTIFACT = re.compile(rf"{_V}/artifacts/.+", re.DOTALL)
 _VERSION_PATH = re.compile(_V)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-_DIR_FD = bool(_NOFOLLOW and _DIRECTORY and os.open in os.supports_dir_fd)
 
 
 class ExportIntegrityError(CacheIntegrityError):
@@ -481,11 +477,11 @@ def _walk(root: Path) -> tuple[set[str], set[str]]:
 def _open_regular(root: Path, rel: str) -> Iterator[BinaryIO]:
     """Open export file ``rel`` for reading, never through a symlink, only if it is regular."""
     try:
-        fd = _open_nofollow(root, rel.split("/"))
+        fd = _digest.open_beneath(root, rel.split("/"))
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             problem = "is missing"
-        elif exc.errno in {errno.ELOOP, errno.ENOTDIR, errno.EMLINK}:
+        elif exc.errno in _digest.LINK_ERRNOS:
             problem = "is a symlink or lies under one (an export holds no links)"
         else:
             problem = f"cannot be read: {exc.strerror}"
@@ -496,28 +492,6 @@ def _open_regular(root: Path, rel: str) -> Iterator[BinaryIO]:
             msg = f"export file {rel} of {root} is not a regular file"
             raise ExportIntegrityError(msg)
         yield fh
-
-
-def _open_nofollow(root: Path, parts: list[str]) -> int:
-    if _DIR_FD:
-        dir_fd = os.open(root, os.O_RDONLY | _DIRECTORY)
-        try:
-            for part in parts[:-1]:
-                inner = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=dir_fd)
-                os.close(dir_fd)
-                dir_fd = inner
-            return os.open(parts[-1], _READ | _NOFOLLOW, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
-    here = root
-    for part in parts[:-1]:
-        here = here / part
-        if not stat.S_ISDIR(here.lstat().st_mode):
-            raise OSError(errno.ELOOP, "a directory on its path is a link", str(here))
-    path = here / parts[-1]
-    if stat.S_ISLNK(path.lstat().st_mode):
-        raise OSError(errno.ELOOP, "it is a link", str(path))
-    return os.open(path, _READ | _NOFOLLOW)
 
 
 def _read_small(fh: BinaryIO, rel: str, root: Path) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import stat
 import uuid
 from dataclasses import dataclass
@@ -313,6 +314,25 @@ def _changed(path: Path, *_: Path) -> None:
     _flip(path, keep_mtime=False)
 
 
+def _changed_keeping_size_and_mtime(path: Path, *_: Path) -> None:
+    _flip(path, keep_mtime=True)
+
+
+def _replaced_keeping_size_and_mtime(path: Path, outside: Path) -> None:
+    before = path.stat()
+    forged = outside / "forged"
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    forged.write_bytes(bytes(data))
+    os.utime(forged, ns=(before.st_atime_ns, before.st_mtime_ns))
+    forged.chmod(0o600)
+    shutil.move(forged, path)  # a new inode under the old name, same size and mtime
+
+
+def _planted_beside(path: Path, *_: Path) -> None:
+    (path.parent / "sitecustomize.py").write_text("import os\n", encoding="utf-8")
+
+
 def _symlinked(path: Path, outside: Path) -> None:
     decoy = outside / "decoy"
     data = bytearray(path.read_bytes())
@@ -327,7 +347,23 @@ def _removed(path: Path, *_: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "tamper", [_changed, _symlinked, _removed], ids=["changed", "symlink-outside", "removed"]
+    "tamper",
+    [
+        _changed,
+        _changed_keeping_size_and_mtime,
+        _replaced_keeping_size_and_mtime,
+        _planted_beside,
+        _symlinked,
+        _removed,
+    ],
+    ids=[
+        "changed",
+        "changed-same-size-and-mtime",
+        "replaced-same-size-and-mtime",
+        "file-planted-beside",
+        "symlink-outside",
+        "removed",
+    ],
 )
 def test_an_artifact_that_does_not_match_the_manifest_is_never_loaded(
     registry, filled, tmp_path, tamper
