@@ -76,6 +76,7 @@ MIGRATION_KEYS = {"name", "stage", "alias", "version", "previous", "applied"}
 PULL_KEYS = {"ref", "path"}
 CACHE_KEYS = {"ref", "aliases", "files", "bytes", "fast_form", "path"}
 VERIFY_KEYS = {"ok", "corrupt", "repaired"}
+INTEGRITY_KEYS = {"ref", "ok", "sealed", "expected", "actual", "files", "size", "problems"}
 WEBHOOK_KEYS = {
     "webhook_id", "name", "url", "events", "description", "status", "created_at", "updated_at",
 }  # fmt: skip
@@ -617,6 +618,34 @@ def test_cache_verify_finds_and_repairs_a_corrupt_file(reg, cache):
     )
 
 
+def test_verify_and_seal(reg):
+    # What @register made records its digest: verified against the store, exit 0.
+    code_ok = reg.invoke("verify", f"{reg.seed}/1", "--json")
+    assert code_ok.exit_code == 0, code_ok.output
+    report = json.loads(code_ok.stdout)
+    assert set(report) == INTEGRITY_KEYS
+    assert (report["ref"], report["ok"], report["sealed"]) == (f"{reg.seed}/1", True, True)
+    assert report["expected"] == report["actual"]
+    assert report["files"] >= 2
+    assert report["problems"] == []
+    assert reg.ok("verify", f"{reg.seed}/1").stdout.startswith(f"{reg.seed}/1: ok (")
+
+    # A version without a digest (as vanilla MLflow registers them) fails verify until sealed.
+    name = reg.copy_of_seed("unsealed", versions=(1,))
+    for key in (_tags.ARTIFACTS_SHA256, _tags.ARTIFACTS_FILES):
+        reg.client.delete_tag(f"{name}/1", key)
+    unsealed = reg.invoke("verify", f"{name}/1", "--json")
+    assert unsealed.exit_code == 1, unsealed.output
+    assert json.loads(unsealed.stdout)["sealed"] is False
+    assert "not sealed" in reg.invoke("verify", f"{name}/1").stdout
+
+    sealed = reg.json("seal", f"{name}/1")
+    assert (sealed["ok"], sealed["expected"]) == (True, report["expected"])  # same files
+    assert reg.client.get_version(f"{name}/1").tags[_tags.ARTIFACTS_SHA256] == report["expected"]
+    assert reg.invoke("verify", f"{name}/1").exit_code == 0
+    assert reg.json("seal", f"{name}/1")["ok"] is True  # sealing again changes nothing
+
+
 def test_cache_prune_keeps_the_newest_and_every_alias_target(reg, cache):
     assert cache.run("pull", f"{reg.seed}/1").exit_code == 0
     assert cache.run("pull", f"{reg.seed}@staging").exit_code == 0  # version 2, @staging
@@ -1101,7 +1130,7 @@ def test_every_command_is_covered():
     covered = {
         "models", "versions", "show", "resolve", "lineage", "diff", "history", "alias",
         "promote", "rollback", "check", "pull", "push", "cache", "migrate-stages", "webhook",
-        "doctor", "serve",
+        "doctor", "serve", "verify", "seal",
     }  # fmt: skip
     assert covered <= set(cli.commands)
     assert set(cli.commands["alias"].commands) == {"set", "delete"}
@@ -1126,7 +1155,7 @@ def test_the_cli_docs_name_every_command_exit_code_and_json_key():
     schemas = (
         MODEL_KEYS, VERSION_KEYS, RESOLVE_KEYS, LINEAGE_KEYS, RUN_KEYS, ENVIRONMENT_KEYS,
         DIFF_KEYS, EVENT_KEYS, REJECTED_KEYS, CHECK_KEYS, GATE_KEYS, MIGRATION_KEYS, PULL_KEYS,
-        CACHE_KEYS, VERIFY_KEYS, WEBHOOK_KEYS, WEBHOOK_TEST_KEYS, DOCTOR_KEYS,
+        CACHE_KEYS, VERIFY_KEYS, INTEGRITY_KEYS, WEBHOOK_KEYS, WEBHOOK_TEST_KEYS, DOCTOR_KEYS,
     )  # fmt: skip
     for key in sorted(set().union(*schemas)):
         assert f'"{key}"' in text or f"`{key}`" in text, key

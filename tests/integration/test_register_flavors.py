@@ -548,6 +548,8 @@ def test_a_version_carries_exactly_the_documented_tags(request, tmp_path):
         f"{P}data.y",
         f"{P}data.frame",
         f"{P}idempotency_key",
+        f"{P}artifacts.sha256",
+        f"{P}artifacts.files",
     }
     assert tags[f"{P}created_by"] == f"{getpass.getuser()}@{platform.node()}"
     assert tags[f"{P}git.commit"] == git(repo, "rev-parse", "HEAD")
@@ -584,6 +586,8 @@ def test_a_version_carries_exactly_the_documented_tags(request, tmp_path):
         "sampled": False,
     }
     assert re.fullmatch(r"[0-9a-f]{32}", tags[f"{P}idempotency_key"])
+    assert re.fullmatch(r"[0-9a-f]{64}", tags[f"{P}artifacts.sha256"])
+    assert "MLmodel" in json.loads(tags[f"{P}artifacts.files"])
     assert vanilla.get_model_version_by_alias(name, "prod").version == mv.version
 
     # The run has the params and metrics; no credential is anywhere MLflow stores text.
