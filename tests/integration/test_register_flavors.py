@@ -493,6 +493,13 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def assert_generated_tags(tags: dict[str, str]) -> None:
+    """The idempotency key, the artifact digest and its per-file listing (see register.md)."""
+    assert re.fullmatch(r"[0-9a-f]{32}", tags[f"{_tags.PREFIX}idempotency_key"])
+    assert re.fullmatch(r"[0-9a-f]{64}", tags[f"{_tags.PREFIX}artifacts.sha256"])
+    assert "MLmodel" in json.loads(tags[f"{_tags.PREFIX}artifacts.files"])
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
 def test_a_version_carries_exactly_the_documented_tags(request, tmp_path):
     registry = make_registry(request, "embedded-sqlite", tmp_path)
@@ -585,9 +592,7 @@ def test_a_version_carries_exactly_the_documented_tags(request, tmp_path):
         "sha256": sha256_hex(frame_rows.tobytes()),
         "sampled": False,
     }
-    assert re.fullmatch(r"[0-9a-f]{32}", tags[f"{P}idempotency_key"])
-    assert re.fullmatch(r"[0-9a-f]{64}", tags[f"{P}artifacts.sha256"])
-    assert "MLmodel" in json.loads(tags[f"{P}artifacts.files"])
+    assert_generated_tags(tags)
     assert vanilla.get_model_version_by_alias(name, "prod").version == mv.version
 
     # The run has the params and metrics; no credential is anywhere MLflow stores text.
