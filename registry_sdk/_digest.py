@@ -6,11 +6,16 @@ bytes; JSON without spaces, non-ASCII kept as is). Any tool can recompute it::
 
     import hashlib, json, pathlib
     root = pathlib.Path("model")
-    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+         if p.is_file() and p != root / "registered_model_meta")
     listing = [[rel, p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
                for rel, p in sorted(files, key=lambda item: item[0].encode())]
     print(hashlib.sha256(json.dumps(listing, separators=(",", ":"),
                                     ensure_ascii=False).encode()).hexdigest())
+
+One file is left out everywhere: ``registered_model_meta`` at the top of the tree, which
+MLflow's own loader writes into a model's directory (into the artifact store itself, when the
+store is a directory the loader can write to) to note which registered version it loaded.
 
 ``registry_sdk.artifacts.files`` holds, when it fits in one tag, a short per-file listing
 (``{path: "size:first 16 hex digits of sha256"}``) used only to *name* the file that changed
@@ -41,6 +46,8 @@ FILES_TAG = _tags.ARTIFACTS_FILES
 MAX_TAG_VALUE = 5000
 _CHUNK = 1 << 20
 _SHORT = 16
+#: Written by MLflow's loader into the model directory it loads; never part of a digest.
+IGNORED = frozenset({"registered_model_meta"})
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 #: O_NONBLOCK: a FIFO swapped in after a walk must not block the open; fstat then refuses it.
@@ -134,6 +141,7 @@ def tree_records(root: Path) -> list[FileDigest]:
 
 def tree_digest(records: Iterable[FileDigest]) -> str:
     """The digest of an artifact tree from its file records (see the module docstring)."""
+    records = [r for r in records if r.path not in IGNORED]
     listing = [[r.path, r.size, r.sha256] for r in sorted(records, key=lambda r: r.path.encode())]
     text = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -141,7 +149,7 @@ def tree_digest(records: Iterable[FileDigest]) -> str:
 
 def digest_tags(records: Iterable[FileDigest]) -> dict[str, str]:
     """The version tags recording ``records``: the digest, and the short listing if it fits."""
-    records = list(records)
+    records = [r for r in records if r.path not in IGNORED]
     tags = {DIGEST_TAG: tree_digest(records)}
     short = {r.path: f"{r.size}:{r.sha256[:_SHORT]}" for r in records}
     text = json.dumps(short, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
@@ -168,7 +176,7 @@ def differences(records: Iterable[FileDigest], tags: Mapping[str, str]) -> list[
     listing = _short_listing(tags)
     if listing is None:
         return []
-    have = {r.path: f"{r.size}:{r.sha256[:_SHORT]}" for r in records}
+    have = {r.path: f"{r.size}:{r.sha256[:_SHORT]}" for r in records if r.path not in IGNORED}
     out = [f"changed: {p}" for p in sorted(set(have) & set(listing)) if have[p] != listing[p]]
     out += [f"added: {p}" for p in sorted(set(have) - set(listing))]
     out += [f"removed: {p}" for p in sorted(set(listing) - set(have))]
