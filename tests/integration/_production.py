@@ -46,10 +46,8 @@ from _servers import (
     create_database,
     drop_database,
     free_port,
-    mlflow_executable,
     postgres_problem,
     postgres_uri,
-    server_env,
 )
 
 if TYPE_CHECKING:
@@ -186,7 +184,10 @@ class MotoServer:
 
 
 class ProductionServer(MlflowServer):
-    """``mlflow server`` over PostgreSQL, artifacts proxied to S3, several workers."""
+    """``mlflow server`` over PostgreSQL, artifacts proxied to S3, several workers.
+
+    Its :meth:`command` is the command line docs/guide/deploy.md shows.
+    """
 
     def __init__(
         self,
@@ -198,50 +199,18 @@ class ProductionServer(MlflowServer):
         bucket: str = BUCKET,
         workers: int = 4,
     ) -> None:
-        super().__init__(name, postgres_uri(database), workdir)
+        super().__init__(name, postgres_uri(database), workdir, workers=workers)
         self.database = database
         self.bucket = bucket
-        self.workers = workers
         self.artifacts_destination = f"s3://{bucket}/artifacts"
         self.extra_env.update(AWS_DUMMY_ENV)
         self.extra_env.update(POOL_ENV)
         self.extra_env["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint
 
-    def command(self) -> list[str]:
-        """The exact command line (also what docs/guide/deploy.md shows)."""
-        return [
-            str(mlflow_executable()),
-            "server",
-            "--backend-store-uri",
-            self.backend_store_uri,
-            "--artifacts-destination",
-            self.artifacts_destination,
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-        ]
-
-    def _spawn(self) -> None:
-        self.port = free_port()
-        command = self.command()
-        env = {k: v for k, v in server_env(**self.extra_env).items() if not k.startswith("AWS_")}
-        env.update(AWS_DUMMY_ENV)
-        with self.log_path.open("ab") as log:
-            log.write(f"\n$ {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        atexit.register(self.stop)
+    @property
+    def artifacts_location(self) -> str:
+        """The S3 prefix the server proxies artifacts to (as docs/guide/deploy.md shows)."""
+        return self.artifacts_destination
 
 
 @dataclass
@@ -303,6 +272,7 @@ class AuthServer(MlflowServer):
 
     def __init__(self, workdir: Path, *, default_permission: str = "NO_PERMISSIONS") -> None:
         super().__init__("auth", f"sqlite:///{workdir / 'mlflow.db'}", workdir)
+        self.app_name = "basic-auth"
         self.admin = Credentials("admin", "adm-" + secrets.token_urlsafe(18))
         self.config_path = workdir / "basic_auth.ini"
         self.auth_db = workdir / "basic_auth.db"
@@ -319,40 +289,6 @@ class AuthServer(MlflowServer):
         self.extra_env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.config_path)
         self.extra_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
         self.extra_env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
-
-    def _spawn(self) -> None:
-        self.port = free_port()
-        artifacts = self.workdir / "auth-artifacts"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(mlflow_executable()),
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--backend-store-uri",
-            self.backend_store_uri,
-            "--artifacts-destination",
-            str(artifacts),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        with self.log_path.open("ab") as log:
-            log.write(f"\n$ {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=server_env(**self.extra_env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        atexit.register(self.stop)
 
     # -------------------------------------------------------------- admin calls (auth REST API)
 

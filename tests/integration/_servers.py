@@ -1,7 +1,11 @@
 """Real MLflow tracking servers on loopback for the integration tests, and a fresh PostgreSQL db.
 
+Every ``mlflow server`` command line and environment is built by :class:`ServerCommand`,
+whatever the MLflow version (the project's own, or one installed by ``_versions``), the backend
+store (SQLite or PostgreSQL) and the artifact mode (proxied or direct).
+
 Every server runs in its own process group (``start_new_session``), so stopping it kills the
-``mlflow server`` CLI, uvicorn and anything they spawned, with no leftovers.
+``mlflow server`` CLI, gunicorn or uvicorn and anything they spawned, with no leftovers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 HOST = "127.0.0.1"
 #: Seconds a server may take from spawn to answering ``GET /health``.
@@ -58,13 +67,100 @@ def server_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class MlflowServer:
-    """One ``mlflow server`` process group and its captured log."""
+#: How clients reach artifacts: ``proxied`` through the server (``--serve-artifacts``, to
+#: ``--artifacts-destination``), or ``direct`` (``--no-serve-artifacts``; clients read and write
+#: ``--default-artifact-root`` themselves, a directory they share with the server).
+ArtifactMode = Literal["proxied", "direct"]
+ARTIFACT_MODES: tuple[ArtifactMode, ...] = ("proxied", "direct")
 
-    def __init__(self, name: str, backend_store_uri: str, workdir: Path) -> None:
+#: Variables of the caller no server sees (besides ``MLFLOW_*``): cloud credentials, and what
+#: would make another environment's interpreter import this one's packages.
+_ISOLATED_PREFIXES = ("AWS_",)
+_ISOLATED_NAMES = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"})
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """The one builder of an ``mlflow server`` command line and its environment.
+
+    ``mlflow`` is the console script of the MLflow to run (the project's by default, or
+    ``_versions.ensure_mlflow_env(version) / "bin" / "mlflow"``). The flags used here mean the
+    same from MLflow 2.9 to 3.x: ``--backend-store-uri``, ``--serve-artifacts`` with
+    ``--artifacts-destination`` or ``--no-serve-artifacts`` with ``--default-artifact-root``,
+    ``--host``, ``--port``, ``--workers`` and ``--app-name``. 3.x servers accept loopback hosts
+    without ``--allowed-hosts``.
+    """
+
+    backend_store_uri: str
+    #: ``--artifacts-destination`` (proxied) or ``--default-artifact-root`` (direct).
+    artifacts_location: str
+    port: int
+    artifacts: ArtifactMode = "proxied"
+    mlflow: Path = field(default_factory=mlflow_executable)
+    host: str = HOST
+    workers: int = 1
+    app_name: str | None = None
+    #: Added to the environment last (after the isolation below), e.g. dummy AWS credentials.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """The command line."""
+        command = [str(self.mlflow), "server"]
+        if self.app_name is not None:
+            command += ["--app-name", self.app_name]
+        command += ["--backend-store-uri", self.backend_store_uri]
+        if self.artifacts == "proxied":
+            command += ["--serve-artifacts", "--artifacts-destination", self.artifacts_location]
+        elif self.artifacts == "direct":
+            command += ["--no-serve-artifacts", "--default-artifact-root", self.artifacts_location]
+        else:
+            msg = f"artifacts must be one of {ARTIFACT_MODES}, not {self.artifacts!r}"
+            raise ValueError(msg)
+        command += ["--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
+        return command
+
+    def env(self) -> dict[str, str]:
+        """The server's environment: the caller's, isolated, plus what the server needs."""
+        env = {
+            k: v
+            for k, v in server_env().items()
+            if not k.upper().startswith(_ISOLATED_PREFIXES) and k not in _ISOLATED_NAMES
+        }
+        # That MLflow's environment first on PATH: whatever the server runs by name is its own.
+        env["PATH"] = os.pathsep.join([str(self.mlflow.parent), env.get("PATH", os.defpath)])
+        if self.backend_store_uri.startswith("sqlite:"):
+            # No connection outlives its request: nothing holds the database file between calls.
+            env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
+        env.update(self.extra_env)
+        return env
+
+
+class MlflowServer:
+    """One ``mlflow server`` process group and its captured log.
+
+    ``mlflow`` is the console script to run (default: the project's); ``artifacts`` the
+    artifact mode; the artifacts live in ``<workdir>/<name>-artifacts`` unless a subclass
+    overrides :attr:`artifacts_location`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        backend_store_uri: str,
+        workdir: Path,
+        *,
+        mlflow: Path | None = None,
+        artifacts: ArtifactMode = "proxied",
+        workers: int = 1,
+    ) -> None:
         self.name = name
         self.backend_store_uri = backend_store_uri
         self.workdir = workdir
+        self.mlflow = mlflow_executable() if mlflow is None else mlflow
+        self.artifacts = artifacts
+        self.workers = workers
+        #: ``--app-name`` (e.g. ``basic-auth``), or None for the plain tracking server.
+        self.app_name: str | None = None
         self.port = 0
         self.log_path = workdir / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -75,6 +171,35 @@ class MlflowServer:
     def uri(self) -> str:
         """The tracking URI clients use."""
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where the server (proxied) or its clients (direct) store artifacts on this machine."""
+        return self.workdir / f"{self.name}-artifacts"
+
+    @property
+    def artifacts_location(self) -> str:
+        """``--artifacts-destination`` (proxied) or ``--default-artifact-root`` (direct)."""
+        if self.artifacts == "direct":
+            return self.artifacts_dir.as_uri()
+        return str(self.artifacts_dir)
+
+    def spec(self) -> ServerCommand:
+        """How this server is run on its current port."""
+        return ServerCommand(
+            backend_store_uri=self.backend_store_uri,
+            artifacts_location=self.artifacts_location,
+            port=self.port,
+            artifacts=self.artifacts,
+            mlflow=self.mlflow,
+            workers=self.workers,
+            app_name=self.app_name,
+            extra_env=dict(self.extra_env),
+        )
+
+    def command(self) -> list[str]:
+        """The exact command line on the current port."""
+        return self.spec().argv()
 
     def log(self) -> str:
         """The tail of the server's stdout and stderr."""
@@ -101,34 +226,22 @@ class MlflowServer:
         msg = "unreachable"  # pragma: no cover - the loop returns or raises
         raise AssertionError(msg)
 
+    def _next_port(self) -> int:
+        """The port of the next start: a fresh one each time."""
+        return free_port()
+
     def _spawn(self) -> None:
-        self.port = free_port()
-        artifacts = self.workdir / f"{self.name}-artifacts"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(mlflow_executable()),
-            "server",
-            "--backend-store-uri",
-            self.backend_store_uri,
-            "--artifacts-destination",
-            str(artifacts),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        env = server_env(**self.extra_env)
-        if self.backend_store_uri.startswith("sqlite:"):
-            env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
+        self.port = self._next_port()
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        spec = self.spec()
+        command = spec.argv()
         with self.log_path.open("ab") as log:
             log.write(f"\n$ {' '.join(command)}\n".encode())
             log.flush()
             self._process = subprocess.Popen(
                 command,
                 cwd=self.workdir,
-                env=env,
+                env=spec.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -268,54 +381,26 @@ class PinnedServer(MlflowServer):
     """
 
     def __init__(
-        self, name: str, backend_store_uri: str, workdir: Path, port: int | None = None
+        self,
+        name: str,
+        backend_store_uri: str,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        mlflow: Path | None = None,
+        artifacts: ArtifactMode = "proxied",
     ) -> None:
-        super().__init__(name, backend_store_uri, workdir)
+        super().__init__(name, backend_store_uri, workdir, mlflow=mlflow, artifacts=artifacts)
         self.port = free_port() if port is None else port
-
-    @property
-    def artifacts_dir(self) -> Path:
-        """Where the server stores artifacts (the same directory across restarts)."""
-        return self.workdir / f"{self.name}-artifacts"
 
     @property
     def running(self) -> bool:
         """Whether this object started the server and has not stopped it."""
         return self._process is not None
 
-    def _spawn(self) -> None:
-        # MlflowServer._spawn picks a new port each time; this one keeps self.port.
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            str(mlflow_executable()),
-            "server",
-            "--backend-store-uri",
-            self.backend_store_uri,
-            "--artifacts-destination",
-            str(self.artifacts_dir),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        env = server_env()
-        if self.backend_store_uri.startswith("sqlite:"):
-            env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
-        with self.log_path.open("ab") as log:
-            log.write(f"\n$ {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        atexit.register(self.stop)
+    def _next_port(self) -> int:
+        # The same port (and, as always, the same store and artifacts) across restarts.
+        return self.port
 
 
 def migrated_sqlite_db(path: Path) -> Path:

@@ -9,24 +9,41 @@ against each of them:
 
 Servers start once per session, lazily (deselecting ``postgres`` never touches PostgreSQL),
 and their process groups are killed at the end of the session whatever the tests did.
+
+``versioned_server`` starts servers of other MLflow versions (2.9, 2.22, the installed 3.x),
+each from its own cached environment (see ``_versions``); tests that use it are marked
+``versions``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from _servers import (
+    ArtifactMode,
     MlflowServer,
     create_database,
     drop_database,
     postgres_problem,
     postgres_uri,
 )
+from _versions import (
+    INSTALLED,
+    VERSIONS_TIMEOUT,
+    EnvBuildError,
+    ServerKind,
+    Store,
+    VersionedServer,
+    VersionedServers,
+)
 
 from registry_sdk import RegistryClient
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 _HERE = Path(__file__).parent.resolve()
 
@@ -38,10 +55,22 @@ BACKENDS = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration as ``integration`` (this hook sees all items)."""
+    """Mark tests ``integration`` and ``versions`` where they belong (this hook sees all items).
+
+    Every test under tests/integration is ``integration``; one using ``versioned_server`` is
+    ``versions``. A test marked ``versions`` (or using ``versioned_server``) may build two MLflow
+    environments before it starts: unless it sets its own, its timeout is ``VERSIONS_TIMEOUT``.
+    A test that reaches ``versioned_server`` through ``request.getfixturevalue`` should carry
+    the ``versions`` mark itself.
+    """
     for item in items:
         if Path(item.path).resolve().is_relative_to(_HERE):
             item.add_marker(pytest.mark.integration)
+        if "versioned_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.versions)
+        if item.get_closest_marker("versions") is not None:
+            # Appended: a timeout the test sets itself is closer and wins.
+            item.add_marker(pytest.mark.timeout(VERSIONS_TIMEOUT))
 
 
 #: Set to 1 to skip, rather than fail, the tests whose services are missing. Ignored under
@@ -162,3 +191,45 @@ def mlflow_server_webhooks(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def versioned_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., VersionedServer]]:
+    """A factory of running ``mlflow server`` processes of any version, store and artifact mode.
+
+    ``versioned_server("2.9.2", store="sqlite", artifacts="direct")`` returns a started
+    ``_versions.VersionedServer`` (``.uri``, ``.version``, ``.artifacts_dir``, ``.log()``).
+    Each combination starts once per session, on first use (building that version's
+    environment if it is not cached yet), and every one is stopped at the end of the session.
+    The defaults: the installed MLflow, SQLite, proxied artifacts.
+    """
+    pool = VersionedServers(tmp_path_factory.mktemp("versioned"))
+
+    def get(
+        version: str = INSTALLED,
+        *,
+        store: Store = "sqlite",
+        artifacts: ArtifactMode = "proxied",
+    ) -> VersionedServer:
+        if store == "postgres":
+            problem = postgres_problem()
+            if problem is not None:
+                missing_service(
+                    f"PostgreSQL is unusable: {problem}",
+                    "start PostgreSQL on 127.0.0.1:5432 with trust auth for user 'postgres'",
+                )
+        try:
+            return pool.get(ServerKind(version, store, artifacts))
+        except EnvBuildError as exc:
+            missing_service(
+                str(exc),
+                f"build it where the index is reachable: python tests/integration/_versions.py "
+                f"{version}",
+            )
+
+    try:
+        yield get
+    finally:
+        pool.close()
