@@ -42,6 +42,7 @@ from registry_sdk.errors import (
     RegistryError,
     RegistryUnavailableError,
     UnsafeArtifactError,
+    UnsupportedServerError,
     VersionNotFoundError,
 )
 from registry_sdk.integrity import Verification
@@ -88,6 +89,7 @@ __all__ = [
     "RunData",
     "StaleAliasWarning",
     "UnsafeArtifactError",
+    "UnsupportedServerError",
     "Verification",
     "VersionDiff",
     "VersionNotFoundError",

@@ -29,13 +29,17 @@ from registry_sdk._config import Settings
 from registry_sdk._retry import backoff, retrying
 from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
 from registry_sdk.errors import (
+    AliasNotFoundError,
     AlreadyExistsError,
     CacheIntegrityError,
     InvalidReferenceError,
+    InvalidRequestError,
     ModelNotFoundError,
+    NotFoundError,
     OfflineError,
     RegistryError,
     RegistryUnavailableError,
+    UnsupportedServerError,
     VersionNotFoundError,
     redact,
 )
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
 
     from registry_sdk._backends.base import Backend, Page, ServerInfo
     from registry_sdk._cache import CachedVersion
+    from registry_sdk._capabilities import Capabilities
     from registry_sdk.entities import Lineage, VersionDiff
     from registry_sdk.integrity import Verification
     from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
@@ -283,11 +288,17 @@ class RegistryClient:
         returned instead of creating another. ``check_existing`` (default: whether a key was
         given) controls that first lookup; retries always look the key up.
 
+        A ``models:/<model id>`` source (what ``mlflow.<flavor>.log_model(...).model_uri`` is
+        in MLflow 3) names a logged model: its id is sent as ``model_id`` when none is given,
+        as MLflow's own ``register_model`` does, since an MLflow 3 server requires it.
+
         Raises:
             ModelNotFoundError: the registered model does not exist.
+            InvalidRequestError: ``model_id`` and a ``models:/<model id>`` source disagree.
             RegistryUnavailableError: the registry stayed unreachable through every retry.
         """
         validate_model_name(name)
+        model_id = _model_id_of(source, model_id)
         key = idempotency_key or uuid.uuid4().hex
         look_first = idempotency_key is not None if check_existing is None else check_existing
         all_tags = {**dict(tags or {}), _tags.IDEMPOTENCY_KEY: key}
@@ -428,6 +439,7 @@ class RegistryClient:
 
         Raises:
             VersionNotFoundError: the version does not exist.
+            UnsupportedServerError: the server is older than MLflow 2.3 (no aliases).
         """
         from registry_sdk.lifecycle import move_alias
 
@@ -439,11 +451,16 @@ class RegistryClient:
 
         Raises:
             AliasNotFoundError: the model has no such alias.
+            UnsupportedServerError: the server is older than MLflow 2.3 (no aliases).
         """
         from registry_sdk.lifecycle import move_alias
 
         validate_model_name(name)
-        return move_alias(self, name, validate_alias(alias), None, reason=reason)
+        validate_alias(alias)
+        try:
+            return move_alias(self, name, alias, None, reason=reason)
+        except AliasNotFoundError as missing:
+            raise self._aliases_missing_or(name, alias, missing) from None
 
     def resolve(self, ref: RefLike) -> ModelVersion:
         """The version a reference names: ``name/7``, ``name@alias``, ``name@latest``, a stage.
@@ -452,9 +469,14 @@ class RegistryClient:
         otherwise through MLflow's deprecated stage API, with a ``DeprecationWarning`` naming the
         alias to use instead.
 
+        The error says what is missing, the same on every server version: the model
+        (``ModelNotFoundError``, also for ``missing@alias`` and ``missing/1``), else the version
+        or the alias; a server too old for aliases raises ``UnsupportedServerError``.
+
         Raises:
             InvalidReferenceError: the reference is malformed.
             ModelNotFoundError, VersionNotFoundError, AliasNotFoundError: nothing matches.
+            UnsupportedServerError: ``name@alias`` on a server older than MLflow 2.3.
         """
         if isinstance(ref, ModelVersion):
             ref = ref.model_ref
@@ -520,9 +542,12 @@ class RegistryClient:
         validate_model_name(name)
         validate_alias(alias)
         why = f"rollback{': ' + reason if reason else ''}"
-        return lifecycle.move_alias(
-            self, name, alias, lambda model: lifecycle.previous_holder(model, alias), reason=why
-        )
+        try:
+            return lifecycle.move_alias(
+                self, name, alias, lambda model: lifecycle.previous_holder(model, alias), reason=why
+            )
+        except AliasNotFoundError as missing:
+            raise self._aliases_missing_or(name, alias, missing) from None
 
     def history(self, name: str, *, alias: str | None = None) -> AliasHistory:
         """Alias moves of ``name`` oldest first, including moves inferred from other tools."""
@@ -732,7 +757,43 @@ class RegistryClient:
         """Reachability and MLflow version of the registry behind this client."""
         return self.backend.server_info()
 
+    def capabilities(self) -> Capabilities:
+        """What the registry's server supports; asked once per client, then remembered.
+
+        Over REST this is one ``GET /version`` (none if a missing endpoint asked already); for
+        the embedded store, the installed mlflow's version. Nothing on the hot paths calls it:
+        features are checked when their endpoint turns out to be missing.
+        """
+        cached: Capabilities | None = getattr(self, "_capabilities", None)
+        if cached is None:
+            found = self.backend.capabilities()
+            if found.server_version is None and self.settings.is_remote:
+                # The server did not say (or could not be reached): ask again next time.
+                return found
+            cached = found
+            self._capabilities = cached
+        return cached
+
     # ================================================================== internals
+
+    def _aliases_missing_or(
+        self, name: str, alias: str, error: AliasNotFoundError
+    ) -> RegistryError:
+        """``UnsupportedServerError`` when "no such alias" is because the server has no aliases.
+
+        Asked only on this error path: the server's version (once per client) or, when it does
+        not say, the alias endpoint itself.
+        """
+        caps = self.capabilities()
+        if caps.server_version is not None:
+            return error if caps.supports("aliases") else caps.unsupported("aliases")
+        try:
+            self.backend.get_version_by_alias(name, alias)
+        except UnsupportedServerError as unsupported:
+            return unsupported
+        except RegistryError:
+            return error
+        return error
 
     def _evict(self, name: str, version: int | None) -> None:
         """Drop a deleted model's (or version's) entries from the local cache."""
@@ -773,7 +834,7 @@ class RegistryClient:
             return mv
         try:
             model = self.backend.get_model(mv.name)
-        except ModelNotFoundError:
+        except NotFoundError:  # deleted meanwhile, or a server that cannot say: best effort
             return mv
         return mv.with_aliases(model.aliases_of(mv.version))
 
@@ -858,6 +919,26 @@ class RegistryClient:
         )
         state = [0]
         return policy(attempt, state)
+
+
+def _model_id_of(source: str, model_id: str | None) -> str | None:
+    """The logged model's id in a ``models:/<model id>`` source, checked against ``model_id``.
+
+    MLflow reads ``models:/<x>`` with one path part and no ``@`` as a logged model's id;
+    ``models:/name/7`` and ``models:/name@alias`` name registered versions and carry none.
+    """
+    if not source.startswith("models:/"):
+        return model_id
+    path = source[len("models:/") :].strip("/")
+    if not path or "/" in path or "@" in path:
+        return model_id
+    if model_id is not None and model_id != path:
+        msg = (
+            f"model_id {model_id!r} and the source {source!r} name different logged models; "
+            "give the logged model's id, or leave model_id out to take it from the source"
+        )
+        raise InvalidRequestError(msg)
+    return path
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ The tree::
     ├── PermissionDeniedError                 401 / 403: not logged in, or not allowed
     ├── RegistryUnavailableError (ConnectionError)   server down, or retries spent on 408/429/5xx
     ├── InvalidResponseError                  the server answered something that is not MLflow's API
+    ├── UnsupportedServerError                the server is too old for a feature (names both)
     ├── OfflineError                          offline mode forbids the network call that was needed
     ├── CacheIntegrityError                   files that do not match their manifest or digest
     │   └── UnsafeArtifactError               a symlink, special file or path escaping a tree
@@ -55,10 +56,12 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailableError",
     "UnsafeArtifactError",
+    "UnsupportedServerError",
     "VersionNotFoundError",
     "from_mlflow_exception",
     "from_response",
     "from_status",
+    "is_missing_endpoint",
     "redact",
 ]
 
@@ -165,6 +168,78 @@ class RegistryUnavailableError(RegistryError, ConnectionError):
     """
 
     retry_after: float | None = None
+
+
+class UnsupportedServerError(RegistryError):
+    """The registry's server is too old for a feature: names the feature and both versions.
+
+    Raised instead of a not-found when an endpoint a feature needs is missing on the server
+    (aliases before MLflow 2.3, logged models before 3.0, webhooks before 3.3), or, for the
+    embedded store, when the installed mlflow lacks the feature.
+
+    Attributes:
+        feature: what was asked for (``"model version aliases"``, ...).
+        server_version: the server's MLflow version, if it said.
+        minimum: the first MLflow release whose server has the feature.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        feature: str,
+        server_version: str | None,
+        minimum: str,
+        status: int | None = None,
+        error_code: str | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        if message is None:
+            running = f"MLflow {server_version}" if server_version else "an older MLflow"
+            message = (
+                f"{feature} need an MLflow server >= {minimum}; this registry's server runs "
+                f"{running}. Upgrade the server, or do without {feature}"
+            )
+        super().__init__(
+            message, status=status, error_code=error_code, server_message=server_message
+        )
+        self.feature = feature
+        self.server_version = server_version
+        self.minimum = minimum
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_unsupported,
+            (
+                self.message,
+                self.feature,
+                self.server_version,
+                self.minimum,
+                self.status,
+                self.error_code,
+                self.server_message,
+            ),
+        )
+
+
+def _rebuild_unsupported(
+    message: str,
+    feature: str,
+    server_version: str | None,
+    minimum: str,
+    status: int | None,
+    error_code: str | None = None,
+    server_message: str | None = None,
+) -> UnsupportedServerError:
+    return UnsupportedServerError(
+        message,
+        feature=feature,
+        server_version=server_version,
+        minimum=minimum,
+        status=status,
+        error_code=error_code,
+        server_message=server_message,
+    )
 
 
 class InvalidResponseError(RegistryError):
@@ -379,7 +454,9 @@ def redact(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # The translator
 
-_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"}
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+#: MLflow's code for a route the server does not have; its REST client gives any 404 this code.
+ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
 _EXISTS_CODES = {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}
 _UNAUTHENTICATED_CODES = {"UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
 _DENIED_CODES = {"PERMISSION_DENIED", *_UNAUTHENTICATED_CODES}
@@ -447,6 +524,15 @@ def from_status(
             else " (permission denied)"
         )
         return PermissionDeniedError(text + hint, **kw)
+    if code == ENDPOINT_NOT_FOUND or (status == HTTPStatus.NOT_FOUND and code is None):
+        # No MLflow error code: the route is missing (an older server, a proxy's page), which
+        # says nothing about the model, version or alias the caller asked for.
+        detail = f": {server_message}" if server_message else ""
+        text = (
+            f"{prefix}the server has no endpoint for this call (HTTP {status or 404}{detail}); "
+            "an MLflow server older than this call needs, or a proxy that does not route it"
+        )
+        return NotFoundError(text, **kw)
     if code in _NOT_FOUND_CODES or status == HTTPStatus.NOT_FOUND:
         return _not_found_class(server_message, subject)(text, **kw)
     bad_request = status == HTTPStatus.BAD_REQUEST or code == "INVALID_PARAMETER_VALUE"
@@ -462,6 +548,19 @@ def from_status(
     if code in {"BAD_REQUEST", "INVALID_STATE"}:
         return InvalidRequestError(text, **kw)
     return RegistryError(text, **kw)
+
+
+def is_missing_endpoint(error: BaseException) -> bool:
+    """Whether ``error`` says the server has no such endpoint, not that an object is missing.
+
+    True for MLflow's ``ENDPOINT_NOT_FOUND`` and for a 404 that carries no MLflow error code
+    (an HTML page, an empty body, a proxy's own reply).
+    """
+    if not isinstance(error, NotFoundError):
+        return False
+    if error.error_code == ENDPOINT_NOT_FOUND:
+        return True
+    return error.status == HTTPStatus.NOT_FOUND and error.error_code is None
 
 
 def _json_error(payload: object) -> tuple[str | None, str | None]:

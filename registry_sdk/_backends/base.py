@@ -9,6 +9,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from registry_sdk._capabilities import Capabilities
     from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
     from registry_sdk.webhooks import Webhook, WebhookTestResult
 
@@ -39,6 +40,11 @@ class Backend(Protocol):
 
     ``create_model`` and ``create_version`` make a single attempt: the client owns the retry
     of calls that create something, because only it knows how to check what a lost reply did.
+
+    Errors mean the same on every server version: a missing model is a ``ModelNotFoundError``
+    (also from ``get_version`` and ``get_version_by_alias``), a missing alias of an existing model
+    an ``AliasNotFoundError``, and an endpoint the server is too old to have an
+    ``UnsupportedServerError``.
     """
 
     uri: str
@@ -118,4 +124,5 @@ class Backend(Protocol):
     def test_webhook(self, webhook_id: str, event: str | None) -> WebhookTestResult: ...
 
     def server_info(self) -> ServerInfo: ...
+    def capabilities(self) -> Capabilities: ...
     def close(self) -> None: ...

@@ -10,8 +10,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk._capabilities import Capabilities
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
-from registry_sdk.errors import RegistryError, Subject, from_mlflow_exception
+from registry_sdk.errors import (
+    AliasNotFoundError,
+    ModelNotFoundError,
+    NotFoundError,
+    RegistryError,
+    Subject,
+    VersionNotFoundError,
+    from_mlflow_exception,
+)
 from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 if TYPE_CHECKING:
@@ -33,6 +42,7 @@ class LocalBackend:
     """The :class:`~registry_sdk._backends.base.Backend` over ``mlflow.MlflowClient``."""
 
     def __init__(self, settings: Settings) -> None:
+        import mlflow
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
         from mlflow.store.model_registry import (
@@ -48,6 +58,8 @@ class LocalBackend:
         self._client = MlflowClient(
             tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
         )
+        # The store runs in this process: the installed mlflow is the "server".
+        self._capabilities = Capabilities(mlflow.__version__, embedded=True)
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.uri!r})"
@@ -198,11 +210,14 @@ class LocalBackend:
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         """Fetch one version."""
-        mv = self._call(
-            lambda: self._client.get_model_version(name, str(version)),
-            f"get version {name}/{version}",
-            "version",
-        )
+        try:
+            mv = self._call(
+                lambda: self._client.get_model_version(name, str(version)),
+                f"get version {name}/{version}",
+                "version",
+            )
+        except VersionNotFoundError as missing:
+            raise self._model_missing_or(name, missing) from None
         return ModelVersion.from_mlflow(mv)
 
     def search_versions(
@@ -288,12 +303,28 @@ class LocalBackend:
 
     def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         """The version ``alias`` points at."""
-        mv = self._call(
-            lambda: self._client.get_model_version_by_alias(name, alias),
-            f"resolve {name}@{alias}",
-            "alias",
-        )
+        try:
+            mv = self._call(
+                lambda: self._client.get_model_version_by_alias(name, alias),
+                f"resolve {name}@{alias}",
+                "alias",
+            )
+        except AliasNotFoundError as missing:
+            raise self._model_missing_or(name, missing) from None
         return ModelVersion.from_mlflow(mv)
+
+    def _model_missing_or(self, name: str, error: NotFoundError) -> NotFoundError:
+        """``ModelNotFoundError`` when the model itself is missing, else ``error``.
+
+        MLflow 2.x's store says "alias not found" whether or not the model exists.
+        """
+        try:
+            self.get_model(name)
+        except ModelNotFoundError as missing:
+            return missing
+        except RegistryError:  # the check is a refinement: keep the first answer
+            return error
+        return error
 
     # ---------------------------------------------------------------------------- legacy stages
 
@@ -348,6 +379,7 @@ class LocalBackend:
         status: str | None,
     ) -> Webhook:
         """Create a webhook in the local store (delivery needs a server)."""
+        self._capabilities.require("webhooks")
         hook = self._call(
             lambda: self._client.create_webhook(
                 name,
@@ -363,6 +395,7 @@ class LocalBackend:
 
     def list_webhooks(self, page_token: str | None) -> Page[Webhook]:
         """One page of webhooks."""
+        self._capabilities.require("webhooks")
         paged = self._call(
             lambda: self._client.list_webhooks(page_token=page_token), "list webhooks"
         )
@@ -371,6 +404,7 @@ class LocalBackend:
 
     def get_webhook(self, webhook_id: str) -> Webhook:
         """One webhook."""
+        self._capabilities.require("webhooks")
         hook = self._call(
             lambda: self._client.get_webhook(webhook_id), f"get webhook {webhook_id!r}"
         )
@@ -378,6 +412,7 @@ class LocalBackend:
 
     def update_webhook(self, webhook_id: str, **changes: Any) -> Webhook:
         """Change a webhook."""
+        self._capabilities.require("webhooks")
         hook = self._call(
             lambda: self._client.update_webhook(webhook_id, **changes),
             f"update webhook {webhook_id!r}",
@@ -386,12 +421,14 @@ class LocalBackend:
 
     def delete_webhook(self, webhook_id: str) -> None:
         """Delete a webhook."""
+        self._capabilities.require("webhooks")
         self._call(
             lambda: self._client.delete_webhook(webhook_id), f"delete webhook {webhook_id!r}"
         )
 
     def test_webhook(self, webhook_id: str, event: str | None) -> WebhookTestResult:
         """Send a test delivery from this process."""
+        self._capabilities.require("webhooks")
         from mlflow.entities.webhook import WebhookEvent
         from mlflow.webhooks.delivery import test_webhook as send_test_delivery
 
@@ -424,6 +461,10 @@ class LocalBackend:
                 "local", self.uri, reachable=False, version=mlflow.__version__, detail=str(exc)
             )
         return ServerInfo("local", self.uri, reachable=True, version=mlflow.__version__)
+
+    def capabilities(self) -> Capabilities:
+        """What the installed mlflow's store supports (no request: it runs in this process)."""
+        return self._capabilities
 
     def close(self) -> None:
         """Nothing to release: MLflow owns its engines."""

@@ -20,16 +20,27 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 
 from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk._capabilities import (
+    FEATURES,
+    Capabilities,
+    feature_of_endpoint,
+    parse_server_version,
+)
 from registry_sdk._progress import Progress
 from registry_sdk._retry import backoff, retrying
 from registry_sdk._version import __version__
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
+    AliasNotFoundError,
     InvalidResponseError,
+    ModelNotFoundError,
+    NotFoundError,
     RegistryError,
     RegistryUnavailableError,
     Subject,
+    VersionNotFoundError,
     from_response,
+    is_missing_endpoint,
     redact,
 )
 from registry_sdk.webhooks import Webhook, WebhookTestResult, events_to_json
@@ -141,6 +152,8 @@ class RestBackend:
             self._session.verify = settings.server_cert_path
         if settings.client_cert_path:
             self._session.cert = settings.client_cert_path
+        #: The server's capabilities once learnt (``GET /version``, asked at most once).
+        self._capabilities: Capabilities | None = None
 
     def __repr__(self) -> str:
         return f"RestBackend({self.uri!r}, auth={self.settings.auth_kind!r})"
@@ -270,15 +283,20 @@ class RestBackend:
         action: str,
         retry: bool = True,
     ) -> dict[str, Any]:
-        response = self.request(
-            method,
-            _API + endpoint,
-            params=params,
-            body=body,
-            subject=subject,
-            action=action,
-            retry=retry,
-        )
+        try:
+            response = self.request(
+                method,
+                _API + endpoint,
+                params=params,
+                body=body,
+                subject=subject,
+                action=action,
+                retry=retry,
+            )
+        except NotFoundError as exc:
+            if is_missing_endpoint(exc):
+                raise self._missing_endpoint(_API + endpoint, exc, action) from None
+            raise
         try:
             data = response.json()
         except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
@@ -289,6 +307,39 @@ class RestBackend:
             msg = f"{action}: expected a JSON object from {self.uri}, got {type(data).__name__}"
             raise InvalidResponseError(msg, status=response.status_code)
         return data
+
+    def _missing_endpoint(self, endpoint: str, error: NotFoundError, action: str) -> RegistryError:
+        """What a 404 without an MLflow error on ``endpoint`` means: the server lacks the route.
+
+        For an endpoint that came with a feature, the server's version decides (one
+        ``GET /version``, remembered): too old, or silent about its version, is an
+        :class:`UnsupportedServerError`; new enough keeps the not-found, naming the endpoint.
+        """
+        feature = feature_of_endpoint(endpoint)
+        detail = f"HTTP {error.status or 404} on {endpoint}"
+        if feature is not None:
+            caps = self.capabilities()
+            if caps.server_version is None or not caps.supports(feature):
+                return caps.unsupported(
+                    feature,
+                    detail=f"{action}: {detail}",
+                    status=error.status,
+                    server_message=error.server_message,
+                )
+            running = f"runs MLflow {caps.server_version}, which has {FEATURES[feature][0]}, but "
+        else:
+            running = ""
+        msg = (
+            f"{action}: the server at {self.uri} {running}has no endpoint {endpoint} ({detail} "
+            "without an MLflow error): check that the URI is the MLflow server's root, and that "
+            "a proxy in front of it routes the whole API"
+        )
+        return NotFoundError(
+            redact(msg),
+            status=error.status,
+            error_code=error.error_code,
+            server_message=error.server_message,
+        )
 
     @staticmethod
     def _field(data: Mapping[str, Any], key: str, action: str) -> Any:
@@ -458,13 +509,16 @@ class RestBackend:
     def get_version(self, name: str, version: int) -> ModelVersion:
         """Fetch one version (its ``aliases`` as the server reports them)."""
         action = f"get version {name}/{version}"
-        data = self._json(
-            "GET",
-            "/model-versions/get",
-            params={"name": name, "version": str(version)},
-            subject="version",
-            action=action,
-        )
+        try:
+            data = self._json(
+                "GET",
+                "/model-versions/get",
+                params={"name": name, "version": str(version)},
+                subject="version",
+                action=action,
+            )
+        except VersionNotFoundError as missing:
+            raise self._model_missing_or(name, missing) from None
         return self._version(data, action)
 
     def search_versions(
@@ -580,14 +634,31 @@ class RestBackend:
     def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         """The version ``alias`` points at."""
         action = f"resolve {name}@{alias}"
-        data = self._json(
-            "GET",
-            "/registered-models/alias",
-            params={"name": name, "alias": alias},
-            subject="alias",
-            action=action,
-        )
+        try:
+            data = self._json(
+                "GET",
+                "/registered-models/alias",
+                params={"name": name, "alias": alias},
+                subject="alias",
+                action=action,
+            )
+        except AliasNotFoundError as missing:
+            raise self._model_missing_or(name, missing) from None
         return self._version(data, action)
+
+    def _model_missing_or(self, name: str, error: NotFoundError) -> NotFoundError:
+        """``ModelNotFoundError`` when the model itself is missing, else ``error``.
+
+        MLflow 2.x answers "alias not found" (and every version answers "version not found")
+        whether or not the model exists; one more request, on this error path only, tells.
+        """
+        try:
+            self.get_model(name)
+        except ModelNotFoundError as missing:
+            return missing
+        except RegistryError:  # the check is a refinement: keep the first answer
+            return error
+        return error
 
     # ---------------------------------------------------------------------------- legacy stages
 
@@ -919,15 +990,36 @@ class RestBackend:
             health = self.request("GET", "/health", action="check health", retry=False)
         except RegistryError as exc:
             return ServerInfo("rest", self.uri, reachable=False, version=None, detail=str(exc))
-        version: str | None = None
-        try:
-            reply = self.request("GET", "/version", action="get server version", retry=False)
-            version = reply.text.strip() or None
-        except RegistryError:
-            version = None
+        answered, version = self._ask_version()
+        if answered and self._capabilities is None:
+            self._capabilities = Capabilities(version)
         return ServerInfo(
             "rest", self.uri, reachable=True, version=version, detail=health.text.strip() or None
         )
+
+    def capabilities(self) -> Capabilities:
+        """What the server supports, from ``GET /version`` (asked once, then remembered).
+
+        A server that hides its version (or a proxy that answers ``/version`` with a page of
+        its own) gets ``server_version=None``: every feature is assumed present until its
+        endpoint turns out to be missing. An unreachable server is asked again next time.
+        """
+        if self._capabilities is None:
+            answered, version = self._ask_version()
+            if not answered:
+                return Capabilities(None)
+            self._capabilities = Capabilities(version)
+        return self._capabilities
+
+    def _ask_version(self) -> tuple[bool, str | None]:
+        """(whether the server answered, its MLflow version or None when it will not say)."""
+        try:
+            reply = self.request("GET", "/version", action="get server version", retry=False)
+        except RegistryUnavailableError:
+            return False, None
+        except RegistryError:  # a 404 or 403 from a proxy: the server will not say
+            return True, None
+        return True, parse_server_version(reply.text)
 
     def close(self) -> None:
         """Close the HTTP session."""

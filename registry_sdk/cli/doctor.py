@@ -7,8 +7,9 @@ import sys
 
 import click
 
+from registry_sdk._capabilities import FEATURES, OLDEST_SUPPORTED, Capabilities
 from registry_sdk._version import __version__
-from registry_sdk.cli._common import EXIT_OK, EXIT_UNAVAILABLE, echo_json
+from registry_sdk.cli._common import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, echo_json
 from registry_sdk.client import RegistryClient
 from registry_sdk.errors import redact
 
@@ -20,7 +21,9 @@ from registry_sdk.errors import redact
 def doctor(ctx: click.Context, tracking_uri: str | None, as_json: bool) -> None:
     """Report the tracking URI, backend, server reachability and version, auth and cache dir.
 
-    Exits 0 when the registry answers, 4 when it cannot be reached. Never prints a secret.
+    Also which features the server has (one line each). Exits 0 when the registry answers,
+    4 when it cannot be reached, 6 when its MLflow is older than registry_sdk supports.
+    Never prints a secret.
     """
     client = RegistryClient(tracking_uri or (ctx.obj or {}).get("tracking_uri"))
     settings = client.settings
@@ -40,16 +43,53 @@ def doctor(ctx: click.Context, tracking_uri: str | None, as_json: bool) -> None:
         "cache_dir": str(settings.cache_dir),
         "offline": settings.offline,
     }
+    caps = Capabilities(None)
     if settings.offline:
         report.update(reachable=None, server_version=None, detail="offline: not contacted")
     else:
         info = client.server_info()
         report.update(reachable=info.reachable, server_version=info.version, detail=info.detail)
+        caps = Capabilities(info.version, embedded=not settings.is_remote)
     client.close()
+    known = caps.server_version is not None
+    report["features"] = {
+        name: {"available": caps.supports(name) if known else None, "minimum": minimum}
+        for name, (_, minimum) in FEATURES.items()
+    }
+    report["supported"] = caps.supported
     if as_json:
         echo_json(report)
     else:
-        width = max(len(k) for k in report)
-        for key, value in report.items():
-            click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
-    sys.exit(EXIT_OK if report["reachable"] is not False else EXIT_UNAVAILABLE)
+        _print_text(report, caps)
+    if report["reachable"] is False:
+        sys.exit(EXIT_UNAVAILABLE)
+    if caps.supported is False:
+        where = "installed mlflow" if caps.embedded else "registry's server"
+        click.echo(
+            f"Warning: the {where} runs MLflow {caps.server_version}, older than "
+            f"{OLDEST_SUPPORTED}, the oldest registry_sdk supports; upgrade it to "
+            f"MLflow >= {OLDEST_SUPPORTED}",
+            err=True,
+        )
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK)
+
+
+def _print_text(report: dict[str, object], caps: Capabilities) -> None:
+    """``key  value`` lines, then one line per feature."""
+    plain = {k: v for k, v in report.items() if k not in {"features", "supported"}}
+    labels = [f"feature {name}" for name in FEATURES]
+    width = max(len(k) for k in [*plain, *labels, "supported"])
+    for key, value in plain.items():
+        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+    needs = "mlflow" if caps.embedded else "server"
+    for name, (what, minimum) in FEATURES.items():
+        if caps.server_version is None:
+            state = f"unknown (needs {needs} >= {minimum})"
+        elif caps.supports(name):
+            state = "available"
+        else:
+            state = f"needs {needs} >= {minimum}"
+        click.echo(f"{f'feature {name}'.ljust(width)}  {state}: {what}")
+    supported = {True: "yes", False: f"no: older than {OLDEST_SUPPORTED}", None: "unknown"}
+    click.echo(f"{'supported'.ljust(width)}  {supported[caps.supported]}")

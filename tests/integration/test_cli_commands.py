@@ -83,7 +83,7 @@ WEBHOOK_KEYS = {
 WEBHOOK_TEST_KEYS = {"success", "status", "body", "error"}
 DOCTOR_KEYS = {
     "registry_sdk", "python", "tracking_uri", "registry_uri", "backend", "auth", "tls",
-    "cache_dir", "offline", "reachable", "server_version", "detail",
+    "cache_dir", "offline", "reachable", "server_version", "detail", "features", "supported",
 }  # fmt: skip
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
@@ -901,9 +901,11 @@ def test_doctor(reg):
     assert report["server_version"] == mlflow.__version__
     assert report["registry_sdk"] == rs.__version__
     assert report["cache_dir"] == str(reg.workdir / "cli-cache")
+    assert report["supported"] is True
+    assert report["features"]["aliases"] == {"available": True, "minimum": "2.3.0"}
 
     lines = dict(line.split(None, 1) for line in reg.ok("doctor").stdout.splitlines())
-    assert set(lines) == DOCTOR_KEYS
+    assert set(lines) == (DOCTOR_KEYS - {"features"}) | {"feature"}  # one line per feature
     assert lines["reachable"] == "True"
     assert lines["tracking_uri"] == reg.uri
 

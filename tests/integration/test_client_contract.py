@@ -19,7 +19,6 @@ from registry_sdk import (
     InvalidReferenceError,
     ModelNotFoundError,
     ModelVersion,
-    NotFoundError,
     RegistryClient,
     VersionNotFoundError,
 )
@@ -377,10 +376,11 @@ def test_resolve_missing_things_raise_precise_errors(client):
         client.resolve(f"{missing_model}@champion")
     with pytest.raises(ModelNotFoundError):
         client.get_model(missing_model)
-    # MLflow itself answers "Model Version (name=..., version=1) not found" here.
-    with pytest.raises(NotFoundError) as missing_version_of_missing_model:
+    # MLflow itself answers "Model Version (name=..., version=1) not found": the model is missing.
+    with pytest.raises(ModelNotFoundError):
         client.resolve(f"{missing_model}/1")
-    assert not isinstance(missing_version_of_missing_model.value, AliasNotFoundError)
+    with pytest.raises(ModelNotFoundError):
+        client.backend.get_version_by_alias(missing_model, "champion")
     with pytest.raises(ModelNotFoundError):
         client.resolve(f"{missing_model}/Production")
     with pytest.raises(VersionNotFoundError):

@@ -27,10 +27,12 @@ from registry_sdk.errors import (
     PromotionRejectedError,
     RegistryError,
     RegistryUnavailableError,
+    UnsupportedServerError,
     VersionNotFoundError,
     from_mlflow_exception,
     from_response,
     from_status,
+    is_missing_endpoint,
     redact,
     register_basic_auth,
     register_secret,
@@ -133,6 +135,28 @@ def test_an_error_survives_pickling_with_its_fields():
     )
 
 
+def test_an_unsupported_server_error_survives_pickling_with_its_fields():
+    err = UnsupportedServerError(
+        feature="model version aliases",
+        server_version="2.2.0",
+        minimum="2.3.0",
+        status=404,
+        server_message="NOT FOUND",
+    )
+
+    copy = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own object
+
+    assert type(copy) is UnsupportedServerError
+    assert (copy.feature, copy.server_version, copy.minimum) == (
+        "model version aliases",
+        "2.2.0",
+        "2.3.0",
+    )
+    assert (str(copy), copy.status, copy.server_message) == (str(err), 404, "NOT FOUND")
+    assert "2.2.0" in str(err)
+    assert "2.3.0" in str(err)
+
+
 def test_a_promotion_rejection_lists_its_failed_gates():
     err = PromotionRejectedError("rejected", failures=["auc 0.7 < 0.8", "latency"])
 
@@ -177,10 +201,6 @@ def test_a_promotion_rejection_lists_its_failed_gates():
             None,
             AliasNotFoundError,
         ),
-        (404, None, "Not Found", "model", ModelNotFoundError),
-        (404, None, "Not Found", "version", VersionNotFoundError),
-        (404, None, "Not Found", "alias", AliasNotFoundError),
-        (404, None, "Not Found", None, NotFoundError),
         (
             400,
             "RESOURCE_ALREADY_EXISTS",
@@ -208,6 +228,49 @@ def test_from_status_picks_the_precise_error(status, code, message, subject, exp
     assert err.status == status
     assert err.error_code == code
     assert err.server_message == message
+
+
+@pytest.mark.parametrize("subject", ["model", "version", "alias", None])
+def test_a_404_without_an_mlflow_error_code_is_a_missing_endpoint_not_a_missing_object(subject):
+    err = from_status(404, None, "Not Found", subject=subject, action="resolve m@prod")
+
+    # Not the model, version or alias the caller asked for: the route itself.
+    assert type(err) is NotFoundError
+    assert is_missing_endpoint(err)
+    assert (err.status, err.error_code, err.server_message) == (404, None, "Not Found")
+    assert str(err).startswith("resolve m@prod: the server has no endpoint for this call")
+
+
+@pytest.mark.parametrize("subject", ["model", "version", "alias", None])
+def test_endpoint_not_found_is_a_missing_endpoint_whatever_was_looked_up(subject):
+    err = from_status(404, "ENDPOINT_NOT_FOUND", "no such endpoint", subject=subject)
+
+    assert type(err) is NotFoundError
+    assert is_missing_endpoint(err)
+    assert err.error_code == "ENDPOINT_NOT_FOUND"
+
+
+def test_an_html_404_page_is_a_missing_endpoint():
+    page = "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>"
+
+    err = from_response(reply(404, page, reason="NOT FOUND"), subject="alias")
+
+    assert type(err) is NotFoundError
+    assert is_missing_endpoint(err)
+    assert "html" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        ModelNotFoundError("gone", status=404, error_code="RESOURCE_DOES_NOT_EXIST"),
+        AliasNotFoundError("no alias", status=400, error_code="INVALID_PARAMETER_VALUE"),
+        NotFoundError("local store", status=None, error_code=None),
+        RegistryError("not a not-found", status=404),
+    ],
+)
+def test_a_missing_object_is_not_a_missing_endpoint(err):
+    assert not is_missing_endpoint(err)
 
 
 def test_from_status_prefixes_the_action():
@@ -354,6 +417,14 @@ def test_from_mlflow_exception_translates_a_rest_exception():
 
     assert type(err) is ModelNotFoundError
     assert err.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_from_mlflow_exception_reads_a_missing_endpoint_from_mlflows_rest_client():
+    # MLflow's REST client gives any 404 without an MLflow error this code.
+    err = from_mlflow_exception(_mlflow_error("NOT FOUND", "ENDPOINT_NOT_FOUND"), subject="model")
+
+    assert type(err) is NotFoundError
+    assert is_missing_endpoint(err)
 
 
 def test_from_mlflow_exception_accepts_any_exception():
