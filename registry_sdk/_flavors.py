@@ -2,7 +2,14 @@
 
 Detected from the object's class hierarchy: scikit-learn, XGBoost, LightGBM and PyTorch use
 their MLflow flavors; anything else (a class or a function, including ones defined in
-``__main__`` or a notebook) is saved as a cloudpickle-backed pyfunc. Imports mlflow.
+``__main__`` or a notebook) is saved as a cloudpickle-backed pyfunc. Imports mlflow (``save``
+only; choosing a format does not).
+
+Scikit-learn models, and LightGBM's scikit-learn API models, can be saved in more than one
+format (:data:`SERIALIZATIONS`). skops is the safer one (loading it builds only the types on
+an allow-list, instead of running whatever the file says), but only recent MLflow releases
+read it (:data:`SKOPS_READABLE_SINCE`); :func:`choose_serialization` picks skops where the
+registry's consumers can read it and cloudpickle otherwise.
 """
 
 from __future__ import annotations
@@ -10,27 +17,52 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from registry_sdk._capabilities import version_tuple
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from pathlib import Path
 
 FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "pyfunc")
+#: The formats ``@register(serialization=...)`` accepts.
+SERIALIZATIONS = ("skops", "cloudpickle", "pickle")
+#: Flavor -> the first MLflow release whose flavor loads the skops format. An older mlflow (all
+#: of 2.x) refuses such a model: "Unrecognized serialization format: skops" for scikit-learn,
+#: an unpickling error for LightGBM. Found in MLflow's released packages: ``mlflow.sklearn``
+#: gained ``serialization_format="skops"`` in 3.8.1 (not in 3.8.0), ``mlflow.lightgbm`` in 3.9.0.
+SKOPS_READABLE_SINCE = {"sklearn": "3.8.1", "lightgbm": "3.9.0"}
+#: What every MLflow release the SDK supports reads, for the flavors with a choice.
+UNIVERSAL = "cloudpickle"
+#: What models of the other flavors are saved as (the ``registry_sdk.serialization`` tag).
+NATIVE = "native"
 _BY_TOP_MODULE = {
     "sklearn": "sklearn",
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
     "torch": "pytorch",
 }
-# Extra distributions a flavor's saved format needs at load time, beyond the model's own imports.
-_FORMAT_NEEDS = {
-    "sklearn-skops": ("skops",),
-    "sklearn-cloudpickle": ("cloudpickle",),
-    "pyfunc": ("cloudpickle",),
-    "lightgbm-skops": ("skops",),
-}
+# Extra distributions a saved format needs at load time, beyond the model's own imports.
+_FORMAT_NEEDS = {"skops": ("skops",), "cloudpickle": ("cloudpickle",)}
+
+
+@attrs.frozen
+class Saved:
+    """How :func:`save` saved a model.
+
+    Attributes:
+        serialization: the format of the model's file: ``skops``, ``cloudpickle`` or ``pickle``,
+            or ``native`` for a framework's own format (XGBoost, a LightGBM ``Booster``, PyTorch).
+        requirements: the pip requirements written with it.
+    """
+
+    serialization: str
+    requirements: list[str]
 
 
 def detect(model: object) -> str:
@@ -48,6 +80,77 @@ def check_flavor(flavor: str | None) -> str | None:
         msg = f"unknown flavor {flavor!r}; use one of {', '.join(FLAVORS)} (or None to detect it)"
         raise ValueError(msg)
     return flavor
+
+
+def check_serialization(serialization: str | None, *, installed: str | None = None) -> str | None:
+    """Validate a user-given serialization, against the installed mlflow for ``skops``.
+
+    ``installed`` is the installed mlflow's version (looked up when None).
+
+    Raises:
+        ValueError: not one of :data:`SERIALIZATIONS`, or ``skops`` with an mlflow that cannot
+            write it.
+    """
+    if serialization is None:
+        return None
+    if serialization not in SERIALIZATIONS:
+        msg = (
+            f"unknown serialization {serialization!r}; use one of {', '.join(SERIALIZATIONS)} "
+            "(or None to choose by what the registry's MLflow reads)"
+        )
+        raise ValueError(msg)
+    installed = installed or installed_mlflow()
+    minimum = SKOPS_READABLE_SINCE["sklearn"]
+    if serialization == "skops" and version_tuple(installed) < version_tuple(minimum):
+        msg = (
+            f"serialization='skops' needs mlflow >= {minimum} where the model is saved; the "
+            f"installed mlflow is {installed}. Upgrade it (pip install 'mlflow>={minimum}'), "
+            "or use serialization='cloudpickle'"
+        )
+        raise ValueError(msg)
+    return serialization
+
+
+def installed_mlflow() -> str:
+    """The installed mlflow's version (from its metadata: mlflow is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("mlflow", "mlflow-skinny"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "0"
+
+
+def has_choice(flavor: str, model: object) -> bool:
+    """Whether ``model``, saved with ``flavor``, can be saved in more than one format."""
+    if flavor == "sklearn":
+        return True
+    if flavor == "lightgbm":
+        return not _is_booster(model)
+    return False
+
+
+def choose_serialization(flavor: str, *, requested: str | None, readers: str | None) -> str:
+    """The format to save a model of ``flavor`` with (for the flavors with a choice).
+
+    Args:
+        flavor: ``sklearn`` or ``lightgbm``.
+        requested: what the user asked for (``@register(serialization=...)``); always wins.
+        readers: the oldest MLflow release expected to load the model: the registry server's
+            version, capped by the installed mlflow's (which writes it). None when unknown.
+
+    Returns:
+        ``skops`` when every such reader loads it, else :data:`UNIVERSAL` (cloudpickle, which
+        every MLflow the SDK supports reads); an unknown reader gets cloudpickle too.
+    """
+    if requested is not None:
+        return requested
+    since = SKOPS_READABLE_SINCE.get(flavor)
+    if since is not None and readers is not None and version_tuple(readers) >= version_tuple(since):
+        return "skops"
+    return UNIVERSAL
 
 
 def _exact_skops_untrusted(model: object) -> list[str] | None:
@@ -70,16 +173,32 @@ def save(
     *,
     flavor: str,
     requirements: Sequence[str],
+    serialization: str | None = None,
+    forced: bool = False,
     signature: Any = None,
     input_example: Any = None,
     by_value_modules: Sequence[str] = (),
     trusted_types: Iterable[str] = (),
-) -> tuple[str, list[str]]:
+) -> Saved:
     """Save ``model`` as an MLflow model at ``path``.
 
+    Args:
+        model: the trained model object.
+        path: where the MLflow model directory goes (must not exist).
+        flavor: one of :data:`FLAVORS`.
+        requirements: the pip requirements of what the model imports.
+        serialization: for the flavors with a choice (see :func:`has_choice`), the format to
+            save with (default ``skops``); the other flavors have one format. skops cannot save
+            every object (a type it cannot rebuild): such a model is saved with cloudpickle.
+        forced: the user asked for ``serialization``: warn when it was not used.
+        signature: MLflow model signature.
+        input_example: MLflow input example.
+        by_value_modules: modules cloudpickle must pickle by value (the user's own code).
+        trusted_types: the types the training process saw in the model (trusted by skops).
+
     Returns:
-        The serialization actually used (``sklearn-skops``, ``sklearn-cloudpickle``, ...) and the
-        pip requirements written, which are ``requirements`` plus what that format needs.
+        The format actually used and the pip requirements written, which are ``requirements``
+        plus what that format needs.
     """
     import cloudpickle
 
@@ -93,55 +212,40 @@ def save(
         return sorted({*requirements, *extra}, key=str.lower)
 
     common: dict[str, Any] = {"signature": signature, "input_example": input_example}
+    wanted = serialization or "skops"
     if flavor == "sklearn":
+        if wanted == "skops":
+            written = reqs("skops")
+            if _save_sklearn_skops(model, path, sorted(trusted_types), written, common):
+                return Saved("skops", written)
+            wanted = UNIVERSAL
+            if forced:
+                _warn_not_used("skops", UNIVERSAL, "skops cannot save this model's types")
         import mlflow.sklearn
-        from mlflow.exceptions import MlflowException
 
-        # The process that just trained the model trusts every type in it. The types the
-        # pickle walk saw are a superset of what skops asks about; only if that misses one do
-        # we pay for skops' own (slow) analysis.
-        trusted: list[str] | None = sorted(trusted_types)
-        for _ in range(2):
-            if trusted is None:
-                break
-            written = reqs("sklearn-skops")
-            try:
-                mlflow.sklearn.save_model(
-                    model,
-                    str(path),
-                    serialization_format="skops",
-                    skops_trusted_types=trusted,
-                    pip_requirements=written,
-                    **common,
-                )
-            except MlflowException as exc:
-                shutil.rmtree(path, ignore_errors=True)
-                trusted = _exact_skops_untrusted(model) if _is_untrusted_types_error(exc) else None
-                continue
-            return "sklearn-skops", written
-        written = reqs("sklearn-cloudpickle")
-        mlflow.sklearn.save_model(
-            model, str(path), serialization_format="cloudpickle", pip_requirements=written, **common
-        )
-        return "sklearn-cloudpickle", written
+        written = reqs(wanted)
+        with _quiet("mlflow.sklearn"):  # its advice to use skops: chosen against, see above
+            mlflow.sklearn.save_model(
+                model, str(path), serialization_format=wanted, pip_requirements=written, **common
+            )
+        return Saved(wanted, written)
     if flavor in {"xgboost", "lightgbm", "pytorch"}:
-        module = __import__(f"mlflow.{flavor}", fromlist=["save_model"])
-        kind, options = flavor, dict(common)
-        if flavor == "lightgbm" and not isinstance(model, _module("lightgbm").Booster):
-            # A scikit-learn API model (LGBMClassifier, ...) is saved with skops, so it is
-            # needed to load it; said explicitly, as MLflow's default varies by platform.
-            kind, options["serialization_format"] = "lightgbm-skops", "skops"
+        kind, options = _framework_format(flavor, model, wanted, forced=forced)
         written = reqs(kind)
+        module = __import__(f"mlflow.{flavor}", fromlist=["save_model"])
         save_model: Callable[..., None] = module.save_model
-        save_model(model, str(path), pip_requirements=written, **options)
-        return kind, written
+        with _quiet(f"mlflow.{flavor}") if kind in {"cloudpickle", "pickle"} else _noop():
+            save_model(model, str(path), pip_requirements=written, **common, **options)
+        return Saved(kind, written)
     import mlflow.pyfunc
 
     from registry_sdk import _pyfunc_model
 
+    if forced and wanted != UNIVERSAL:
+        _warn_not_used(wanted, UNIVERSAL, "a plain Python model is saved as a pyfunc")
     # By value: the saved model must load where registry_sdk is not installed.
     cloudpickle.register_pickle_by_value(_pyfunc_model)
-    written = reqs("pyfunc")
+    written = reqs(UNIVERSAL)
     with _quiet("mlflow.pyfunc"):  # its cloudpickle advice is about untrusted models, not ours
         mlflow.pyfunc.save_model(
             str(path),
@@ -149,7 +253,77 @@ def save(
             pip_requirements=written,
             **common,
         )
-    return "pyfunc", written
+    return Saved(UNIVERSAL, written)
+
+
+def _framework_format(
+    flavor: str, model: object, wanted: str, *, forced: bool
+) -> tuple[str, dict[str, Any]]:
+    """(the format, the extra ``save_model`` options) for XGBoost, LightGBM and PyTorch."""
+    if not has_choice(flavor, model):
+        if forced:
+            _warn_not_used(wanted, NATIVE, f"a {type(model).__name__} has one format", depth=1)
+        return NATIVE, {}
+    # A LightGBM scikit-learn API model (LGBMClassifier, ...): the format is said explicitly,
+    # as MLflow's default varies by platform. An mlflow older than the option uses cloudpickle.
+    since = SKOPS_READABLE_SINCE["lightgbm"]
+    if version_tuple(installed_mlflow()) >= version_tuple(since):
+        return wanted, {"serialization_format": wanted}
+    if forced and wanted != UNIVERSAL:
+        why = f"the installed mlflow is older than {since}"
+        _warn_not_used(wanted, UNIVERSAL, why, depth=1)
+    return UNIVERSAL, {}
+
+
+def _save_sklearn_skops(
+    model: object, path: Path, trusted: list[str], written: list[str], common: dict[str, Any]
+) -> bool:
+    """Save with skops; False (nothing left at ``path``) when skops cannot save ``model``."""
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+
+    # The process that just trained the model trusts every type in it. The types the pickle
+    # walk saw are a superset of what skops asks about; only if that misses one do we pay for
+    # skops' own (slow) analysis.
+    attempt: list[str] | None = trusted
+    for _ in range(2):
+        if attempt is None:
+            break
+        try:
+            mlflow.sklearn.save_model(
+                model,
+                str(path),
+                serialization_format="skops",
+                skops_trusted_types=attempt,
+                pip_requirements=written,
+                **common,
+            )
+        except MlflowException as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            attempt = _exact_skops_untrusted(model) if _is_untrusted_types_error(exc) else None
+            continue
+        return True
+    return False
+
+
+def _warn_not_used(asked: str, used: str, why: str, *, depth: int = 0) -> None:
+    """Warn the caller of ``@register``'s function (``depth``: extra frames below ``save``)."""
+    message = (
+        f"serialization={asked!r} was asked for, but the model was saved with {used} ({why}); "
+        f"the version's registry_sdk.serialization tag says {used!r}"
+    )
+    # _warn_not_used, save, _run_registered, Registered.__call__, then the caller.
+    warnings.warn(message, UserWarning, stacklevel=5 + depth)
+
+
+def _is_booster(model: object) -> bool:
+    lightgbm = sys.modules.get("lightgbm")
+    return lightgbm is not None and isinstance(model, lightgbm.Booster)
+
+
+@contextmanager
+def _noop() -> Iterator[None]:
+    yield
 
 
 @contextmanager
@@ -161,12 +335,6 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
-
-def _module(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(name)
 
 
 def _pin(distribution: str) -> str:

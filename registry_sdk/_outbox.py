@@ -5,6 +5,12 @@ MLflow logged model with the artifacts, the registered model, one version (exact
 entry's idempotency key is looked up before creating) and the alias, then deletes the entry.
 When the registry cannot be reached, the entry stays and :func:`push_pending` finishes it later.
 
+A server without MLflow 3's logged-models API (every MLflow 2.x server, or one whose endpoint a
+proxy does not route) gets the model the way MLflow 2 logged it: as artifacts of the run under
+``model/``, registered with the run's artifact URI + ``/model`` as source, as
+``mlflow.register_model("runs:/<run id>/model", ...)`` does. (A run that has a ``model/``
+already, say a second ``@register`` call in the user's own run, gets ``model-<key prefix>/``.)
+
 Every version a push creates carries the digest of the artifact tree it uploaded
 (``registry_sdk.artifacts.sha256``, see :mod:`registry_sdk._digest`), so a load can check that
 what it downloads is what was registered.
@@ -44,12 +50,15 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from registry_sdk import _tags
+from registry_sdk._capabilities import version_tuple
 from registry_sdk._config import strip_userinfo
 from registry_sdk.errors import RegistryError, RegistryUnavailableError, redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from registry_sdk._capabilities import Capabilities
     from registry_sdk.client import RegistryClient
     from registry_sdk.entities import ModelVersion
 
@@ -57,7 +66,11 @@ logger = logging.getLogger("registry_sdk.outbox")
 
 ENTRY_FILE = "entry.json"
 MODEL_DIR = "model"
+#: Server versions seen, per registry, in the cache directory (see remember_server_version).
+_SERVERS_FILE = "server-versions.json"
 _FORMAT = 1
+#: The version tag saying how the model file was serialized (``skops``, ``cloudpickle``, ...).
+SERIALIZATION_TAG = _tags.SERIALIZATION
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SQLITE = "sqlite:///"
 
@@ -140,6 +153,10 @@ class Entry:
     #: registry_sdk started the run for this entry, so a push ends it if it is still RUNNING
     #: (an outage can keep ``@register`` from ending it), unless it is this thread's active run.
     owns_run: bool = False
+    #: On a server without logged models: the run's artifact path the model goes to, chosen
+    #: once (a later push uploads to the same place), and whether the upload completed.
+    run_artifact_path: str | None = None
+    artifacts_logged: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON stored in ``entry.json``."""
@@ -228,6 +245,53 @@ def pending(cache_dir: Path) -> list[Entry]:
     return entries
 
 
+def _registry_key(registry_uri: str) -> str:
+    return " ".join(_location(registry_uri))
+
+
+def remember_server_version(cache_dir: Path, registry_uri: str, version: str) -> None:
+    """Note that the registry at ``registry_uri`` runs MLflow ``version`` (credentials ignored).
+
+    Kept in ``<cache_dir>/server-versions.json`` (readable by its owner only) and read back by
+    :func:`remembered_server_version` when the server cannot be asked. A file that cannot be
+    written is skipped: it only informs a choice.
+    """
+    path = cache_dir / _SERVERS_FILE
+    known = _read_servers(path)
+    key = _registry_key(registry_uri)
+    if known.get(key) == version:
+        return
+    known[key] = version
+    try:
+        _private_dirs(cache_dir)
+        tmp = cache_dir / f".{_SERVERS_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(tmp, flags, 0o600), "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(known, indent=2, sort_keys=True))
+        tmp.replace(path)
+    except OSError as exc:
+        logger.debug("could not record the server version of %s: %s", redact(registry_uri), exc)
+
+
+def remembered_server_version(cache_dir: Path, registry_uri: str) -> str | None:
+    """The MLflow version the registry at ``registry_uri`` last reported here, if it ever did."""
+    return _read_servers(cache_dir / _SERVERS_FILE).get(_registry_key(registry_uri))
+
+
+def _read_servers(path: Path) -> dict[str, str]:
+    """The recorded versions; nothing from a file another user owns or may write."""
+    try:
+        info = path.lstat()
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 @contextmanager
 def bounded_mlflow_http(timeout: float, max_retries: int) -> Iterator[None]:
     """Bound MLflow's own HTTP retries by our settings unless the user set them explicitly."""
@@ -246,21 +310,35 @@ def bounded_mlflow_http(timeout: float, max_retries: int) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _finish_model_file(entry: Entry, artifact_location: str) -> None:
-    """Record the logged model's id and run in the saved MLmodel, as ``log_model`` would."""
+def _finish_model_file(entry: Entry, artifact_location: str | None) -> Any:
+    """Record the run, and the logged model if any, in the saved MLmodel, as ``log_model`` would.
+
+    ``artifact_location`` is the logged model's; without a logged model (MLflow 2's way) the
+    model is the run's artifacts at ``entry.run_artifact_path``. Returns the ``Model``.
+    """
     from mlflow.models import Model
 
     mlmodel = entry.model_path / "MLmodel"
     model = Model.load(str(mlmodel))
-    model.model_id = entry.model_id
-    model.model_uuid = entry.model_id
     model.run_id = entry.run_id
-    model.artifact_path = artifact_location
+    if entry.model_id is not None:
+        model.model_id = entry.model_id
+        model.model_uuid = entry.model_id
+        model.artifact_path = artifact_location
+    else:
+        # MLflow 2 knew no model ids; its MLmodel names the run's artifact path instead.
+        model.model_id = None
+        model.artifact_path = entry.run_artifact_path
     model.save(str(mlmodel))
+    return model
 
 
-def _sync_run(tracking: Any, entry: Entry) -> None:
-    """Make sure the entry has a run carrying its params and final metrics."""
+def _sync_run(tracking: Any, entry: Entry) -> str:
+    """Make sure the entry has a run carrying its params and final metrics.
+
+    Returns:
+        The run's artifact URI.
+    """
     from mlflow.entities import Metric, Param
 
     if entry.run_id is None:
@@ -283,6 +361,7 @@ def _sync_run(tracking: Any, entry: Entry) -> None:
         tracking.log_batch(entry.run_id, metrics=metrics, params=params)
     if entry.owns_run and run.info.status == "RUNNING" and not _active_here(entry.run_id):
         tracking.set_terminated(entry.run_id, "FINISHED")
+    return str(run.info.artifact_uri)
 
 
 def _active_here(run_id: str) -> bool:
@@ -319,6 +398,66 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
     tracking.finalize_logged_model(logged.model_id, "READY")
     if entry.run_id is not None:
         tracking.log_outputs(entry.run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
+
+
+def _sync_model(tracking: Any, entry: Entry, artifact_uri: str, *, logged_models: bool) -> str:
+    """Upload the saved model (once) and return the source to register it from.
+
+    A logged model where the server has the API (``logged_models``), else, or when its endpoint
+    turns out missing, the run's artifacts as MLflow 2 logged them. The choice sticks: a later
+    push of the entry continues the way the first one started.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if entry.run_artifact_path is None and logged_models:
+        try:
+            _sync_logged_model(tracking, entry)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "ENDPOINT_NOT_FOUND":
+                raise
+            logger.info(
+                "the tracking server has no logged-models endpoint; logging %r as run artifacts",
+                entry.name,
+            )
+        else:
+            return f"models:/{entry.model_id}"
+    _sync_run_artifacts(tracking, entry)
+    return f"{artifact_uri.rstrip('/')}/{entry.run_artifact_path}"
+
+
+def _sync_run_artifacts(tracking: Any, entry: Entry) -> None:
+    """Upload the saved model as artifacts of the entry's run, once (MLflow 2's way)."""
+    if entry.run_artifact_path is None:
+        taken = {info.path for info in tracking.list_artifacts(entry.run_id)}
+        # Another model of the same run (a second call inside the user's run) must not be
+        # overwritten: the version registered from it would change under its digest.
+        free = MODEL_DIR not in taken
+        entry.run_artifact_path = MODEL_DIR if free else f"{MODEL_DIR}-{entry.key[:12]}"
+        entry.model_id = None
+        entry.save()
+    if entry.artifacts_logged:
+        return
+    model = _finish_model_file(entry, None)
+    tracking.log_artifacts(entry.run_id, str(entry.model_path), entry.run_artifact_path)
+    _record_in_run(tracking, entry, model)
+    entry.artifacts_logged = True
+    entry.save()
+
+
+def _record_in_run(tracking: Any, entry: Entry, model: Any) -> None:
+    """Add the model to the run's ``mlflow.log-model.history``, as MLflow 2's ``log_model`` did.
+
+    Only the MLflow UI's run list reads it: a failure is logged, not raised.
+    """
+    from mlflow.exceptions import MlflowException
+
+    record = getattr(tracking, "_record_logged_model", None)
+    if record is None:  # pragma: no cover - an mlflow without it: nothing to show the UI
+        return
+    try:
+        record(entry.run_id, model)
+    except MlflowException as exc:
+        logger.warning("could not list the model in the run's model history: %s", exc.message)
 
 
 def push(entry: Entry, client: RegistryClient) -> ModelVersion:
@@ -369,8 +508,16 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
     tracking = mlflow.MlflowClient(tracking_uri=client.tracking_uri)
     try:
         with bounded_mlflow_http(settings.timeout, settings.max_retries):
-            _sync_run(tracking, entry)
-            _sync_logged_model(tracking, entry)
+            artifact_uri = _sync_run(tracking, entry)
+            # Asked once the server answered: no wasted request while it is down.
+            capabilities = client.capabilities()
+            _check_server(entry, client, capabilities)
+            source = _sync_model(
+                tracking,
+                entry,
+                artifact_uri,
+                logged_models=capabilities.supports("logged_models"),
+            )
     except MlflowException as exc:
         if _unreachable(client):
             msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc.message}"
@@ -383,15 +530,15 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
         raise
 
     # After the sync: it rewrote MLmodel before uploading, and the digest must be of the bytes
-    # uploaded. A later push finds the same files (MLmodel is rewritten only while the logged
-    # model is not complete, and then with the same values), so it records the same digest.
+    # uploaded. A later push finds the same files (MLmodel is rewritten only while the upload
+    # is not complete, and then with the same values), so it records the same digest.
     digest = digest_tags(tree_records(entry.model_path))
     entry.attempts += 1
     entry.save()
     client.create_model(entry.name, exist_ok=True)
     version = client.create_version(
         entry.name,
-        f"models:/{entry.model_id}",
+        source,
         run_id=entry.run_id,
         model_id=entry.model_id,
         tags={**entry.tags, **digest},
@@ -405,6 +552,34 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
         version = version.with_aliases((*version.aliases, entry.alias))
     shutil.rmtree(entry.path, ignore_errors=True)
     return version
+
+
+def _check_server(entry: Entry, client: RegistryClient, capabilities: Capabilities) -> None:
+    """Refuse, before any version exists, what the server cannot do; note its version.
+
+    Raises:
+        UnsupportedServerError: the entry has an alias and the server has no aliases.
+    """
+    from registry_sdk._flavors import SKOPS_READABLE_SINCE
+
+    settings = client.settings
+    version = capabilities.server_version
+    if version is not None and not capabilities.embedded:
+        remember_server_version(settings.cache_dir, settings.registry_uri, version)
+    if entry.alias is not None:
+        capabilities.require("aliases")
+    if version is not None and entry.tags.get(SERIALIZATION_TAG) == "skops":
+        since = SKOPS_READABLE_SINCE["sklearn"]
+        if version_tuple(version) < version_tuple(since):
+            logger.warning(
+                "model %r was saved with skops, which MLflow older than %s cannot load; this "
+                "registry runs MLflow %s, so its consumers on that version will fail to load "
+                "it. Register it again with @register(..., serialization='cloudpickle') if "
+                "they must",
+                entry.name,
+                since,
+                version,
+            )
 
 
 def _unreachable(client: RegistryClient) -> bool:

@@ -21,6 +21,7 @@ ENV_PLATFORM = PREFIX + "env.platform"
 ENV_PACKAGES = PREFIX + "env.packages"
 ARTIFACTS_SHA256 = PREFIX + "artifacts.sha256"
 ARTIFACTS_FILES = PREFIX + "artifacts.files"
+SERIALIZATION = PREFIX + "serialization"
 
 # On a registered model.
 ALIAS_LOG_PREFIX = PREFIX + "alias_log."

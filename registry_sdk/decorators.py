@@ -12,6 +12,10 @@ params and the metrics on the run, saves the model with its MLflow flavor and th
 requirements it needs, and registers one version tagged with the environment, git state, code
 identity and data fingerprints. If the registry cannot be reached when training ends, the
 model waits in the local outbox (with a loud warning) until :func:`push_pending`.
+
+A scikit-learn model (or a LightGBM scikit-learn API one) is saved with skops where every
+consumer of the registry can read it, with cloudpickle otherwise (see :func:`register`'s
+``serialization``); the ``registry_sdk.serialization`` version tag says which.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from registry_sdk import _tags
-from registry_sdk.errors import RegistryUnavailableError, redact
+from registry_sdk.errors import RegistryError, RegistryUnavailableError, redact
 from registry_sdk.refs import validate_alias, validate_model_name
 
 if TYPE_CHECKING:
@@ -116,6 +120,7 @@ class _Options:
     signature: Any
     input_example: Any
     client: RegistryClient | None
+    serialization: str | None = None
 
 
 class Registered(Generic[P, R]):
@@ -355,17 +360,24 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
             tags[_tags.DERIVED_FROM] = json.dumps(collector.derived_from)
         tags.update({str(k): str(v) for k, v in options.tags.items()})
 
+        serialization = options.serialization
+        if serialization is None and _flavors.has_choice(flavor, model):
+            readers = _oldest_reader(client, server_down=run is None)
+            serialization = _flavors.choose_serialization(flavor, requested=None, readers=readers)
         staging = _outbox.new_entry_dir(client.settings.cache_dir, key)
-        _flavors.save(
+        saved = _flavors.save(
             model,
             staging / _outbox.MODEL_DIR,
             flavor=flavor,
             requirements=env.requirements(),
+            serialization=serialization,
+            forced=options.serialization is not None,
             signature=options.signature,
             input_example=options.input_example,
             by_value_modules=sorted(capture.local_modules(refs.modules)),
             trusted_types=refs.types,
         )
+        tags[_outbox.SERIALIZATION_TAG] = saved.serialization
         entry = _outbox.commit(
             _outbox.Entry(
                 path=staging,
@@ -397,6 +409,37 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
             logger.error(message)  # noqa: TRY400 - the warning below carries the traceback-free story
             warnings.warn(message, PendingRegistrationWarning, stacklevel=3)
     return result
+
+
+def _oldest_reader(client: RegistryClient, *, server_down: bool) -> str | None:
+    """The oldest MLflow expected to load a model from ``client``'s registry; None if unknown.
+
+    That is the registry server's version (its consumers run that MLflow, or a newer one),
+    capped by the installed mlflow's, which writes the model; for the embedded store, the
+    installed mlflow's. Asking costs one request per client, none when ``server_down`` (no run
+    could be started). When the server cannot tell now (down, or a proxy hides its version),
+    the version it last reported on this machine; None if it never did.
+    """
+    from registry_sdk._capabilities import version_tuple
+    from registry_sdk._flavors import installed_mlflow
+    from registry_sdk._outbox import remember_server_version, remembered_server_version
+
+    settings = client.settings
+    server: str | None = None
+    if not server_down:
+        try:
+            capabilities = client.capabilities()
+        except RegistryError:
+            capabilities = None
+        if capabilities is not None and capabilities.server_version is not None:
+            server = capabilities.server_version
+            if not capabilities.embedded:
+                remember_server_version(settings.cache_dir, settings.registry_uri, server)
+    if server is None:
+        server = remembered_server_version(settings.cache_dir, settings.registry_uri)
+    if server is None:
+        return None
+    return min(server, installed_mlflow(), key=version_tuple)
 
 
 def _prefetch_saving_machinery() -> threading.Thread:
@@ -453,6 +496,7 @@ def register(
     signature: Any = None,
     input_example: Any = None,
     client: RegistryClient | None = None,
+    serialization: str | None = None,
 ) -> Callable[[Callable[P, R]], Registered[P, R]]: ...
 
 
@@ -466,6 +510,7 @@ def register(
     signature: Any = None,
     input_example: Any = None,
     client: RegistryClient | None = None,
+    serialization: str | None = None,
 ) -> Registered[P, R] | Callable[[Callable[P, R]], Registered[P, R]]:
     """Register the model a training function returns, every time it is called.
 
@@ -482,10 +527,31 @@ def register(
         signature: MLflow model signature.
         input_example: MLflow input example.
         client: the registry to use (default: ``RegistryClient()``).
+        serialization: how a scikit-learn model (or a LightGBM scikit-learn API one) is saved:
+            ``"skops"`` (safer: loading runs no arbitrary code; MLflow >= 3.8.1 reads it),
+            ``"cloudpickle"`` or ``"pickle"`` (every MLflow reads them). By default skops when
+            the registry's server, and the installed mlflow, are at least that release (3.9.0
+            for LightGBM), else cloudpickle. When the server cannot tell its version as
+            training ends (down, or a proxy hides it), the version it last reported on this
+            machine decides, and cloudpickle if it never did. Other models have one format.
+            The version's ``registry_sdk.serialization`` tag records what was used.
+
+    Raises:
+        ValueError: an unknown flavor or serialization, ``serialization="skops"`` with an
+            installed mlflow that cannot write it, or a serialization the given flavor does
+            not have; an invalid name or alias.
     """
-    from registry_sdk._flavors import check_flavor
+    from registry_sdk._flavors import check_flavor, check_serialization
 
     check_flavor(flavor)
+    check_serialization(serialization)
+    only = {"pyfunc": "cloudpickle", "xgboost": "its own", "pytorch": "its own"}
+    if serialization is not None and flavor in only and serialization != only[flavor]:
+        msg = (
+            f"a {flavor} model is saved in {only[flavor]} format only; serialization= chooses "
+            "for scikit-learn and LightGBM scikit-learn API models"
+        )
+        raise ValueError(msg)
     if alias is not None:
         validate_alias(alias)
     if isinstance(name, str):
@@ -501,6 +567,7 @@ def register(
             signature=signature,
             input_example=input_example,
             client=client,
+            serialization=serialization,
         )
         return Registered(fn, options)
 

@@ -557,6 +557,7 @@ def test_a_version_carries_exactly_the_documented_tags(request, tmp_path):
         f"{P}idempotency_key",
         f"{P}artifacts.sha256",
         f"{P}artifacts.files",
+        f"{P}serialization",
     }
     assert tags[f"{P}created_by"] == f"{getpass.getuser()}@{platform.node()}"
     assert tags[f"{P}git.commit"] == git(repo, "rev-parse", "HEAD")

@@ -572,11 +572,9 @@ def test_the_version_carries_the_digest_of_what_vanilla_mlflow_downloads(
         )
     finally:
         mlflow.set_tracking_uri(None)
-    added = via_models / "registered_model_meta"
-    assert _digest.differences(_digest.tree_records(via_models), tags) == [
-        "added: registered_model_meta"
-    ]
-    added.unlink()
+    # The digest leaves that file out, so the models:/ download verifies as it is.
+    assert (via_models / "registered_model_meta").is_file()
+    assert _digest.differences(_digest.tree_records(via_models), tags) == []
     assert _digest.tree_digest(_digest.tree_records(via_models)) == recorded
 
 
@@ -617,3 +615,221 @@ def test_version_creation_waits_as_long_as_retry_after_asks_capped_by_the_timeou
     assert server.create_calls == 2
     [stored] = server.versions_of("churn")
     assert mv.version == int(stored["version"]) == 1
+
+
+# ============================================================================ serialization
+
+
+@pytest.mark.parametrize(
+    ("flavor", "requested", "readers", "chosen"),
+    [
+        # skops where every reader of the registry loads it: mlflow.sklearn from 3.8.1 on.
+        ("sklearn", None, "3.17.2", "skops"),
+        ("sklearn", None, "3.8.1", "skops"),
+        ("sklearn", None, "3.8.0", "cloudpickle"),
+        ("sklearn", None, "2.22.5", "cloudpickle"),
+        ("sklearn", None, "2.9.2", "cloudpickle"),
+        # LightGBM's scikit-learn API models: mlflow.lightgbm reads skops from 3.9.0 on.
+        ("lightgbm", None, "3.8.1", "cloudpickle"),
+        ("lightgbm", None, "3.9.0", "skops"),
+        # Readers unknown (the server could not tell, and never did here): what all read.
+        ("sklearn", None, None, "cloudpickle"),
+        # What the user asks for wins, either way.
+        ("sklearn", "skops", "2.9.2", "skops"),
+        ("sklearn", "pickle", "3.17.2", "pickle"),
+        ("sklearn", "cloudpickle", None, "cloudpickle"),
+    ],
+)
+def test_the_format_is_skops_only_where_every_reader_loads_it(flavor, requested, readers, chosen):
+    from registry_sdk._flavors import choose_serialization
+
+    assert choose_serialization(flavor, requested=requested, readers=readers) == chosen
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"serialization": "joblib"}, "unknown serialization 'joblib'"),
+        ({"serialization": "skops", "flavor": "pyfunc"}, "cloudpickle format only"),
+        ({"serialization": "pickle", "flavor": "xgboost"}, "its own format only"),
+    ],
+)
+def test_a_serialization_that_cannot_apply_is_refused_when_decorating(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rs.register("ok", **kwargs)
+
+
+def test_skops_is_refused_where_the_installed_mlflow_cannot_write_it():
+    from registry_sdk._flavors import check_serialization
+
+    with pytest.raises(ValueError, match=r"needs mlflow >= 3\.8\.1.*installed mlflow is 2\.22\.5"):
+        check_serialization("skops", installed="2.22.5")
+    assert check_serialization("skops", installed="3.8.1") == "skops"
+    assert check_serialization("cloudpickle", installed="2.22.5") == "cloudpickle"
+
+
+def _sklearn_model(X, y):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression().fit(X, y)
+
+
+def _saved_format(store, name: str, tmp_path: Path) -> str | None:
+    """The ``serialization_format`` in the sklearn flavor of the version's MLmodel."""
+    import yaml
+
+    uri, _ = store
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=mlflow.MlflowClient(uri, uri).get_model_version_download_uri(name, "1"),
+        dst_path=str(tmp_path / name),
+        tracking_uri=uri,
+    )
+    conf = yaml.safe_load((Path(path) / "MLmodel").read_text(encoding="utf-8"))
+    return conf["flavors"].get("sklearn", {}).get("serialization_format")
+
+
+def test_the_embedded_store_gets_skops_and_the_tag_says_so(client, vanilla, store, tmp_path):
+    """The embedded store's readers run the installed mlflow (>= 3.8.1 here)."""
+    name = unique("skops")
+    rs.register(name, client=client)(_sklearn_model)(X, Y)
+
+    assert vanilla.get_model_version(name, "1").tags["registry_sdk.serialization"] == "skops"
+    assert _saved_format(store, name, tmp_path) == "skops"
+
+
+@pytest.mark.parametrize("asked", ["cloudpickle", "pickle"])
+def test_serialization_forces_the_format_and_the_tag_records_it(
+    client, vanilla, store, tmp_path, asked
+):
+    name = unique(f"forced-{asked}")
+    train = rs.register(name, client=client, serialization=asked)(_sklearn_model)
+
+    model = train(X, Y)
+
+    assert vanilla.get_model_version(name, "1").tags["registry_sdk.serialization"] == asked
+    assert _saved_format(store, name, tmp_path) == asked
+    loaded = rs.load_model(f"{name}/1", client=client)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_a_lightgbm_sklearn_api_model_takes_the_format_asked_for(client, vanilla, store, tmp_path):
+    import yaml
+    from lightgbm import LGBMClassifier
+
+    name = unique("lgbm-forced")
+    X_big = np.random.default_rng(1).normal(size=(40, 3))
+    y_big = (X_big[:, 0] > 0).astype(int)
+
+    @rs.register(name, client=client, serialization="cloudpickle")
+    def train():
+        return LGBMClassifier(n_estimators=3, num_leaves=3, verbose=-1).fit(X_big, y_big)
+
+    model = train()
+
+    assert vanilla.get_model_version(name, "1").tags["registry_sdk.serialization"] == "cloudpickle"
+    uri, _ = store
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=vanilla.get_model_version_download_uri(name, "1"),
+        dst_path=str(tmp_path / name),
+        tracking_uri=uri,
+    )
+    conf = yaml.safe_load((Path(path) / "MLmodel").read_text(encoding="utf-8"))
+    assert conf["flavors"]["lightgbm"]["serialization_format"] == "cloudpickle"
+    loaded = rs.load_model(f"{name}/1", client=client)
+    np.testing.assert_array_equal(loaded.predict(X_big), model.predict(X_big))
+
+
+def test_a_plain_model_is_cloudpickle_and_the_tag_says_so(client, vanilla):
+    name = unique("plain-format")
+    rs.register(name, client=client)(lambda: Scaler(2.0))()
+
+    assert vanilla.get_model_version(name, "1").tags["registry_sdk.serialization"] == "cloudpickle"
+
+
+def _dead_client(tmp_path: Path, *, userinfo: str = "") -> rs.RegistryClient:
+    """A client for a server on a loopback port where nothing listens."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://{userinfo}127.0.0.1:{port}"
+    return rs.RegistryClient(
+        uri, registry_uri=uri, cache_dir=tmp_path / "cache", timeout=2, max_retries=0
+    )
+
+
+def test_a_server_that_cannot_be_asked_is_taken_at_the_version_it_last_reported(tmp_path):
+    from registry_sdk._flavors import installed_mlflow
+    from registry_sdk.decorators import _oldest_reader
+
+    client = _dead_client(tmp_path)
+    cache = client.settings.cache_dir
+    assert _oldest_reader(client, server_down=False) is None
+    assert _oldest_reader(client, server_down=True) is None
+
+    # Credentials do not tell registries apart; the file keeps none.
+    with_password = client.settings.registry_uri.replace("http://", "http://bob:pw-123@")
+    _outbox.remember_server_version(cache, with_password, "2.22.5")
+    assert _oldest_reader(client, server_down=False) == "2.22.5"
+    assert _oldest_reader(client, server_down=True) == "2.22.5"
+    recorded = cache / "server-versions.json"
+    assert "pw-123" not in recorded.read_text(encoding="utf-8")
+    assert stat.S_IMODE(recorded.stat().st_mode) == 0o600
+
+    # Capped by the installed mlflow, which writes the model.
+    _outbox.remember_server_version(cache, client.settings.registry_uri, "99.0.0")
+    assert _oldest_reader(client, server_down=True) == installed_mlflow()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_server_versions_file_others_may_write_is_ignored(tmp_path):
+    client = _dead_client(tmp_path)
+    cache = client.settings.cache_dir
+    _outbox.remember_server_version(cache, client.settings.registry_uri, "3.17.2")
+    recorded = cache / "server-versions.json"
+    recorded.chmod(0o666)
+
+    assert _outbox.remembered_server_version(cache, client.settings.registry_uri) is None
+
+
+@pytest.mark.parametrize(("remembered", "staged"), [(None, "cloudpickle"), ("3.17.2", "skops")])
+def test_a_model_staged_while_the_server_is_down_gets_what_its_readers_load(
+    tmp_path, monkeypatch, remembered, staged
+):
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    client = _dead_client(tmp_path)
+    cache = client.settings.cache_dir
+    if remembered is not None:
+        _outbox.remember_server_version(cache, client.settings.registry_uri, remembered)
+
+    with pytest.warns(rs.PendingRegistrationWarning):
+        rs.register(unique("down"), client=client)(_sklearn_model)(X, Y)
+
+    [entry] = _outbox.pending(cache)
+    assert entry.tags["registry_sdk.serialization"] == staged
+    mlmodel = (entry.model_path / "MLmodel").read_text(encoding="utf-8")
+    assert f"serialization_format: {staged}" in mlmodel
+
+
+def test_an_alias_on_a_server_without_aliases_is_refused_before_anything_is_created(
+    client, tmp_path
+):
+    from registry_sdk._capabilities import Capabilities
+
+    entry = _outbox.Entry(
+        path=tmp_path / "entry",
+        key=uuid.uuid4().hex,
+        name="churn",
+        tracking_uri=client.tracking_uri,
+        registry_uri=client.settings.registry_uri,
+        alias="prod",
+    )
+
+    with pytest.raises(rs.UnsupportedServerError) as caught:
+        _outbox._check_server(entry, client, Capabilities("2.2.1"))
+
+    assert (caught.value.feature, caught.value.minimum) == ("model version aliases", "2.3.0")
+    assert caught.value.server_version == "2.2.1"
+    _outbox._check_server(entry, client, Capabilities("2.3.0"))  # has them: no error
