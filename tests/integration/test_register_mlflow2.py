@@ -528,3 +528,65 @@ def test_behind_a_proxy_hiding_the_version_the_missing_endpoint_is_found_and_avo
             MLFLOW_TRACKING_URI=server.uri,
         )
     np.testing.assert_array_equal(predicted, model.predict(X))
+
+
+# ======================================================================= the other direction
+
+VANILLA_REGISTER = textwrap.dedent(
+    """\
+    import sys
+    import mlflow, mlflow.sklearn, numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+    X, y = np.load(sys.argv[2]), np.load(sys.argv[3])
+    mlflow.set_tracking_uri(sys.argv[1])
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            LogisticRegression().fit(X, y), "model", registered_model_name=sys.argv[4]
+        )
+    MlflowClient().set_registered_model_alias(sys.argv[4], "prod", "1")
+    print(mlflow.__version__)
+    """
+)
+
+
+@pytest.mark.parametrize(("version", "artifacts"), SERVER_KINDS)
+def test_what_a_2x_client_logs_and_registers_loads_through_the_sdk(
+    versioned_server, tmp_path, version, artifacts
+):
+    server = versioned_server(version, artifacts=artifacts)
+    name = unique("vanilla2x")
+    work = tmp_path / "vanilla"
+    work.mkdir()
+    np.save(work / "X.npy", X)
+    np.save(work / "y.npy", Y)
+    proc = subprocess.run(
+        [str(server_python(version)), "-c", VANILLA_REGISTER, server.uri, "X.npy", "y.npy", name],
+        cwd=work,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-1] == version  # logged by that MLflow 2.x client
+
+    expected = LogisticRegression().fit(X, Y).predict(X)
+    client = make_client(server.uri, tmp_path / "cache")
+    mv = client.resolve(f"{name}@prod")
+    assert _digest.DIGEST_TAG not in mv.tags  # registered by vanilla MLflow: no digest
+    np.testing.assert_array_equal(client.load_model(f"{name}@prod").predict(X), expected)
+    # In a fresh process too, and verified once sealed.
+    assert client.seal(mv.ref).ok
+    printed, predicted = predict_elsewhere(
+        sys.executable,
+        SDK_LOAD,
+        f"{name}@prod",
+        tmp_path / "fresh",
+        MLFLOW_TRACKING_URI=server.uri,
+        REGISTRY_SDK_CACHE_DIR=str(tmp_path / "fresh-cache"),
+        REGISTRY_SDK_REQUIRE_DIGEST="1",
+    )
+    assert printed == "1"
+    np.testing.assert_array_equal(predicted, expected)
