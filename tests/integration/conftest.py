@@ -32,6 +32,8 @@ from _servers import (
 )
 from _versions import (
     INSTALLED,
+    NEW_2X,
+    OLD_2X,
     VERSIONS_TIMEOUT,
     EnvBuildError,
     ServerKind,
@@ -146,13 +148,27 @@ def _tracking_uri(request: pytest.FixtureRequest, backend: str) -> str:
         return request.getfixturevalue("mlflow_server_sqlite").uri
     if backend == "server-postgres":
         return request.getfixturevalue("mlflow_server_postgres").uri
+    if backend.startswith("server-2."):
+        return request.getfixturevalue("versioned_server")(backend.removeprefix("server-")).uri
     msg = f"unknown backend {backend!r}"
     raise AssertionError(msg)
 
 
-@pytest.fixture(params=BACKENDS)
+#: The contract suite also runs against the MLflow 2.x servers the SDK supports.
+CONTRACT_BACKENDS = (
+    *BACKENDS,
+    pytest.param(f"server-{OLD_2X}", marks=pytest.mark.versions),
+    pytest.param(f"server-{NEW_2X}", marks=pytest.mark.versions),
+)
+
+
+@pytest.fixture(params=CONTRACT_BACKENDS)
 def client(request: pytest.FixtureRequest, tmp_path: Path):
-    """A fresh ``RegistryClient`` on one of the three backends (per test, so patches stay local)."""
+    """A fresh ``RegistryClient`` on one of the backends (per test, so patches stay local).
+
+    The embedded store and servers of the installed MLflow (SQLite, PostgreSQL), and MLflow
+    2.9 and 2.22 servers from their own environments.
+    """
     uri = _tracking_uri(request, request.param)
     # Everything explicit, so no REGISTRY_SDK_* or MLFLOW_* variable of the caller leaks in.
     # Few retries: a real server that fails should fail the test quickly, not after backoff.
