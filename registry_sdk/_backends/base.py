@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
+from registry_sdk.errors import ModelNotFoundError, NotFoundError, RegistryError
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -126,3 +128,18 @@ class Backend(Protocol):
     def server_info(self) -> ServerInfo: ...
     def capabilities(self) -> Capabilities: ...
     def close(self) -> None: ...
+
+
+def model_missing_or(backend: Backend, name: str, error: NotFoundError) -> NotFoundError:
+    """``ModelNotFoundError`` when the model itself is missing, else ``error``.
+
+    MLflow 2.x answers "alias not found" (and every version answers "version not found")
+    whether or not the model exists; one more request, on this error path only, tells.
+    """
+    try:
+        backend.get_model(name)
+    except ModelNotFoundError as missing:
+        return missing
+    except RegistryError:  # the check is a refinement: keep the first answer
+        return error
+    return error

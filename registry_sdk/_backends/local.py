@@ -9,13 +9,11 @@ import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import Capabilities
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
     AliasNotFoundError,
-    ModelNotFoundError,
-    NotFoundError,
     RegistryError,
     Subject,
     VersionNotFoundError,
@@ -217,7 +215,7 @@ class LocalBackend:
                 "version",
             )
         except VersionNotFoundError as missing:
-            raise self._model_missing_or(name, missing) from None
+            raise model_missing_or(self, name, missing) from None
         return ModelVersion.from_mlflow(mv)
 
     def search_versions(
@@ -310,21 +308,8 @@ class LocalBackend:
                 "alias",
             )
         except AliasNotFoundError as missing:
-            raise self._model_missing_or(name, missing) from None
+            raise model_missing_or(self, name, missing) from None
         return ModelVersion.from_mlflow(mv)
-
-    def _model_missing_or(self, name: str, error: NotFoundError) -> NotFoundError:
-        """``ModelNotFoundError`` when the model itself is missing, else ``error``.
-
-        MLflow 2.x's store says "alias not found" whether or not the model exists.
-        """
-        try:
-            self.get_model(name)
-        except ModelNotFoundError as missing:
-            return missing
-        except RegistryError:  # the check is a refinement: keep the first answer
-            return error
-        return error
 
     # ---------------------------------------------------------------------------- legacy stages
 

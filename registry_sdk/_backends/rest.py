@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from registry_sdk._backends.base import Page, ServerInfo
+from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import (
     FEATURES,
     Capabilities,
@@ -33,7 +33,6 @@ from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
     AliasNotFoundError,
     InvalidResponseError,
-    ModelNotFoundError,
     NotFoundError,
     RegistryError,
     RegistryUnavailableError,
@@ -518,7 +517,7 @@ class RestBackend:
                 action=action,
             )
         except VersionNotFoundError as missing:
-            raise self._model_missing_or(name, missing) from None
+            raise model_missing_or(self, name, missing) from None
         return self._version(data, action)
 
     def search_versions(
@@ -581,17 +580,13 @@ class RestBackend:
     def get_download_uri(self, name: str, version: int) -> str:
         """Where the version's artifacts live."""
         action = f"get the artifact location of {name}/{version}"
-        try:
-            data = self._json(
-                "GET",
-                "/model-versions/get-download-uri",
-                params={"name": name, "version": str(version)},
-                subject="version",
-                action=action,
-            )
-        except RecursionError:  # JSON nested deeper than the parser's stack: [[[[...
-            msg = f"{action}: the server's reply is JSON nested too deep to be MLflow's API"
-            raise InvalidResponseError(msg) from None
+        data = self._json(
+            "GET",
+            "/model-versions/get-download-uri",
+            params={"name": name, "version": str(version)},
+            subject="version",
+            action=action,
+        )
         uri = self._field(data, "artifact_uri", action)
         if not isinstance(uri, str):
             msg = f"{action}: artifact_uri is not a string"
@@ -643,22 +638,8 @@ class RestBackend:
                 action=action,
             )
         except AliasNotFoundError as missing:
-            raise self._model_missing_or(name, missing) from None
+            raise model_missing_or(self, name, missing) from None
         return self._version(data, action)
-
-    def _model_missing_or(self, name: str, error: NotFoundError) -> NotFoundError:
-        """``ModelNotFoundError`` when the model itself is missing, else ``error``.
-
-        MLflow 2.x answers "alias not found" (and every version answers "version not found")
-        whether or not the model exists; one more request, on this error path only, tells.
-        """
-        try:
-            self.get_model(name)
-        except ModelNotFoundError as missing:
-            return missing
-        except RegistryError:  # the check is a refinement: keep the first answer
-            return error
-        return error
 
     # ---------------------------------------------------------------------------- legacy stages
 
