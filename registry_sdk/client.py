@@ -760,19 +760,12 @@ class RegistryClient:
     def capabilities(self) -> Capabilities:
         """What the registry's server supports; asked once per client, then remembered.
 
-        Over REST this is one ``GET /version`` (none if a missing endpoint asked already); for
-        the embedded store, the installed mlflow's version. Nothing on the hot paths calls it:
-        features are checked when their endpoint turns out to be missing.
+        Over REST this is one ``GET /version`` (none if a missing endpoint asked already; the
+        backend remembers the answer); for the embedded store, the installed mlflow's version.
+        Nothing on the hot paths calls it: features are checked when their endpoint turns out
+        to be missing.
         """
-        cached: Capabilities | None = getattr(self, "_capabilities", None)
-        if cached is None:
-            found = self.backend.capabilities()
-            if found.server_version is None and self.settings.is_remote:
-                # The server did not say (or could not be reached): ask again next time.
-                return found
-            cached = found
-            self._capabilities = cached
-        return cached
+        return self.backend.capabilities()
 
     # ================================================================== internals
 
