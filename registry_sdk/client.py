@@ -585,10 +585,15 @@ class RegistryClient:
         """Give each version in a legacy stage the matching alias (Production -> prod, ...).
 
         Safe to run twice; ``dry_run`` reports the steps without changing anything.
+
+        Raises:
+            UnsupportedServerError: the server has no aliases (MLflow < 2.3), dry run or not.
         """
         from registry_sdk import lifecycle
 
         names = [validate_model_name(name)] if name else [m.name for m in self.search_models()]
+        # A dry run too: it reports steps only a server with aliases could apply.
+        self.capabilities().require("aliases")
         chosen = dict(mapping) if mapping else dict(lifecycle.DEFAULT_STAGE_MAPPING)
         return lifecycle.migrate_stages(self, names, chosen, dry_run=dry_run)
 
@@ -850,12 +855,15 @@ class RegistryClient:
         model = self.backend.get_model(ref.name)
         if alias in model.aliases:
             return self._with_aliases(self.backend.get_version(ref.name, model.aliases[alias]))
-        warnings.warn(
-            f"{ref} was resolved through MLflow's deprecated model stages. Set the alias "
-            f"{alias!r} (e.g. `registry migrate-stages`) and use '{ref.name}@{alias}' instead.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
+        # Only where aliases exist (MLflow >= 2.3): on an older server stages are all there is.
+        if self.capabilities().supports("aliases"):
+            warnings.warn(
+                f"{ref} was resolved through MLflow's deprecated model stages. Set the alias "
+                f"{alias!r} (e.g. `registry migrate-stages`) and use '{ref.name}@{alias}' "
+                "instead.",
+                DeprecationWarning,
+                stacklevel=3,
+            )
         found = self.backend.get_latest_versions(ref.name, [ref.stage])
         if not found:
             msg = f"model {ref.name!r} has no version in stage {ref.stage!r} and no alias {alias!r}"
