@@ -1,7 +1,8 @@
 """MLflow servers of other versions: one cached virtual environment per version, and a pool.
 
 The suite runs against the oldest MLflow 2.x it supports (:data:`OLD_2X`), the newest 2.x
-(:data:`NEW_2X`) and the MLflow 3.x installed with the project (:data:`INSTALLED`).
+(:data:`NEW_2X`) and the newest 3.x (:data:`NEWEST_3X`: the MLflow installed with the project,
+or a pinned 3.x when the installed client is an MLflow 2).
 :func:`ensure_mlflow_env` installs one version in its own virtual environment under
 ``$REGISTRY_SDK_TEST_ENVS`` (default ``~/.cache/registry-sdk-test-envs``), outside any checkout,
 so a fresh clone on the same machine reuses it::
@@ -57,10 +58,18 @@ from _servers import (
 OLD_2X = "2.9.2"
 #: The newest MLflow 2.x release.
 NEW_2X = "2.22.5"
-#: The MLflow installed with the project (3.x); its servers run from the project's environment.
+#: A release older than the SDK supports, without model version aliases (they came with 2.3):
+#: what the SDK says where a server is too old.
+NO_ALIASES = "2.2.2"
+#: The MLflow installed with the project; its servers run from the project's environment. A
+#: 3.x, except under ``nox -s tests_mlflow2``, which installs MLflow 2.22 as the client.
 INSTALLED = importlib.metadata.version("mlflow")
+#: The 3.x server release the suite uses when the installed MLflow is a 2.x.
+PINNED_3X = "3.17.2"
+#: The newest MLflow 3 the suite runs against: the installed one, if it is a 3.x.
+NEWEST_3X = INSTALLED if int(INSTALLED.split(".", 1)[0]) >= 3 else PINNED_3X
 #: Every server version the suite runs against, oldest first.
-SERVER_VERSIONS = (OLD_2X, NEW_2X, INSTALLED)
+SERVER_VERSIONS = (OLD_2X, NEW_2X, NEWEST_3X)
 
 #: Where the environments live (outside the checkout, so they survive a fresh clone).
 ENVS_VAR = "REGISTRY_SDK_TEST_ENVS"
@@ -111,7 +120,9 @@ def requirements(version: str) -> list[str]:
     """
     wanted = [f"mlflow=={version}", "psycopg2-binary", "boto3"]
     if _major(version) < 3:
-        wanted += ["sqlalchemy<2.1", "setuptools<82"]
+        # Below 2.9 (NO_ALIASES), SQLAlchemy 1.4, which those releases were made with.
+        below_2_9 = tuple(int(p) for p in version.split(".")[:2]) < (2, 9)
+        wanted += ["sqlalchemy<2" if below_2_9 else "sqlalchemy<2.1", "setuptools<82"]
     return wanted
 
 
@@ -396,7 +407,9 @@ class VersionedServers:
 
 
 def _main(argv: list[str]) -> int:
-    versions = argv or [OLD_2X, NEW_2X]
+    # The newest 3.x runs from the project's own environment, unless a 2.x is installed.
+    newest = [] if NEWEST_3X == INSTALLED else [NEWEST_3X]
+    versions = argv or [OLD_2X, NEW_2X, NO_ALIASES, *newest]
     for version in versions:
         began = time.monotonic()
         try:

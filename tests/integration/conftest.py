@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from _servers import (
+    ARTIFACT_MODES,
     ArtifactMode,
     MlflowServer,
     create_database,
@@ -32,8 +33,7 @@ from _servers import (
 )
 from _versions import (
     INSTALLED,
-    NEW_2X,
-    OLD_2X,
+    SERVER_VERSIONS,
     VERSIONS_TIMEOUT,
     EnvBuildError,
     ServerKind,
@@ -148,17 +148,22 @@ def _tracking_uri(request: pytest.FixtureRequest, backend: str) -> str:
         return request.getfixturevalue("mlflow_server_sqlite").uri
     if backend == "server-postgres":
         return request.getfixturevalue("mlflow_server_postgres").uri
-    if backend.startswith("server-2."):
-        return request.getfixturevalue("versioned_server")(backend.removeprefix("server-")).uri
+    if backend.startswith("server-") and backend[len("server-")].isdigit():
+        version, artifacts = backend.removeprefix("server-").rsplit("-", 1)
+        return request.getfixturevalue("versioned_server")(version, artifacts=artifacts).uri
     msg = f"unknown backend {backend!r}"
     raise AssertionError(msg)
 
 
-#: The contract suite also runs against the MLflow 2.x servers the SDK supports.
 CONTRACT_BACKENDS = (
     *BACKENDS,
-    pytest.param(f"server-{OLD_2X}", marks=pytest.mark.versions),
-    pytest.param(f"server-{NEW_2X}", marks=pytest.mark.versions),
+    *(
+        pytest.param(f"server-{version}-{artifacts}", marks=pytest.mark.versions)
+        for version in SERVER_VERSIONS
+        for artifacts in ARTIFACT_MODES
+        # server-sqlite above is the installed MLflow with proxied artifacts.
+        if (version, artifacts) != (INSTALLED, "proxied")
+    ),
 )
 
 
@@ -166,8 +171,9 @@ CONTRACT_BACKENDS = (
 def client(request: pytest.FixtureRequest, tmp_path: Path):
     """A fresh ``RegistryClient`` on one of the backends (per test, so patches stay local).
 
-    The embedded store and servers of the installed MLflow (SQLite, PostgreSQL), and MLflow
-    2.9 and 2.22 servers from their own environments.
+    The embedded store and servers of the installed MLflow (SQLite, PostgreSQL; proxied
+    artifacts), and servers of every version in ``SERVER_VERSIONS`` (2.9, 2.22, the newest 3.x)
+    over SQLite with proxied and with direct artifacts, each 2.x from its own environment.
     """
     uri = _tracking_uri(request, request.param)
     # Everything explicit, so no REGISTRY_SDK_* or MLFLOW_* variable of the caller leaks in.

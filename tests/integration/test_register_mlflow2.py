@@ -6,16 +6,18 @@ artifact URI, as MLflow 2's ``register_model("runs:/<run id>/model", ...)`` did;
 model is saved with cloudpickle, the format an MLflow 2.x client reads. What a test checks:
 
 * one version, with the documented tags (the digest is that of what vanilla MLflow downloads,
-  the ``registry_sdk.serialization`` tag says ``cloudpickle``), the alias, the run's params and
-  metrics, and the source and run MLflow 2 itself records;
-* that server's own MLflow 2.x client loads it with ``mlflow.pyfunc.load_model("models:/
-  name@alias")`` and predicts what the trained model predicts; so does ``registry_sdk`` in a
-  fresh process;
+  the ``registry_sdk.serialization`` tag says what the model was saved as), the alias, the
+  run's params and metrics, and the source and run MLflow itself records; the same on the
+  newest 3.x (a logged model there), each with proxied and with direct artifacts;
+* that server's own MLflow client loads it with ``mlflow.pyfunc.load_model("models:/
+  name@alias")`` and predicts what the trained model predicts; so does ``registry_sdk``, twice,
+  each in a fresh process (cold, then from the cache the first filled);
 * ``serialization=`` forces the format (and the tag records it);
 * a push interrupted after the upload completes exactly once, and a model staged while the
   server is down is saved in the format that server's clients read;
 * a proxy that hides ``/version`` in front of a 2.x server: the push finds the logged-models
-  endpoint missing and falls back to the run's artifacts.
+  endpoint missing and falls back to the run's artifacts;
+* what a 2.x client logs and registers loads through the SDK.
 """
 
 from __future__ import annotations
@@ -38,11 +40,20 @@ import numpy as np
 import pytest
 import yaml
 from _servers import PinnedServer
-from _versions import NEW_2X, OLD_2X, VERSIONS_TIMEOUT, ensure_mlflow_env, mlflow_for
+from _versions import (
+    INSTALLED,
+    NEW_2X,
+    NEWEST_3X,
+    OLD_2X,
+    VERSIONS_TIMEOUT,
+    ensure_mlflow_env,
+    mlflow_for,
+)
 from sklearn.linear_model import LogisticRegression
 
 import registry_sdk as rs
 from registry_sdk import _digest, _outbox, _tags
+from registry_sdk._capabilities import version_tuple
 
 pytestmark = [pytest.mark.versions, pytest.mark.timeout(VERSIONS_TIMEOUT)]
 
@@ -161,11 +172,11 @@ VANILLA_LOAD = textwrap.dedent(
 )
 SDK_LOAD = textwrap.dedent(
     """\
-    import sys
+    import json, sys
     import numpy as np, registry_sdk as rs
     model = rs.load_model(sys.argv[1])
     np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]))))
-    print(model.version.version)
+    print(json.dumps({"version": model.version.version, "path": str(model.path)}))
     """
 )
 
@@ -193,6 +204,9 @@ def mlmodel(path: Path) -> dict:
 
 
 def server_python(version: str) -> Path:
+    """The interpreter of that server's MLflow: this one for the installed version."""
+    if version == INSTALLED:
+        return Path(sys.executable)
     return ensure_mlflow_env(version) / "bin" / "python"
 
 
@@ -205,11 +219,72 @@ SERVER_KINDS = [
     pytest.param(OLD_2X, "proxied", id=f"{OLD_2X}-proxied"),
     pytest.param(OLD_2X, "direct", id=f"{OLD_2X}-direct"),
 ]
+#: The 2.x servers and the newest 3.x, each with proxied and with direct artifacts.
+EVERY_SERVER_KIND = [
+    *SERVER_KINDS,
+    pytest.param(NEWEST_3X, "proxied", id=f"{NEWEST_3X}-proxied"),
+    pytest.param(NEWEST_3X, "direct", id=f"{NEWEST_3X}-direct"),
+]
+
+
+def logs_logged_models(server_version: str) -> bool:
+    """Whether ``@register`` makes a logged model: the server and the installed client have it."""
+    client_has_it = hasattr(mlflow.MlflowClient, "create_logged_model")
+    return client_has_it and version_tuple(server_version) >= version_tuple("3.0.0")
+
+
+def sklearn_format(server_version: str) -> str:
+    """What a scikit-learn model is saved as: skops only where every reader loads it."""
+    oldest = min(server_version, mlflow.__version__, key=version_tuple)
+    return "skops" if version_tuple(oldest) >= version_tuple("3.8.1") else "cloudpickle"
+
+
+def assert_registered_as_that_mlflow_would(version, uri, name, stored, run, written) -> None:
+    """MLflow 3 (client and server): a logged model; else MLflow 2's run artifacts."""
+    if logs_logged_models(version):
+        # A logged model of the run; the version is registered from it.
+        assert stored.source == f"models:/{written['model_id']}"
+        logged = vanilla(uri).get_logged_model(written["model_id"])
+        assert logged.source_run_id == run.info.run_id
+        return
+    # As register_model("runs:/<run id>/model") did: source, run artifacts, model history.
+    assert stored.source == f"{run.info.artifact_uri}/model"
+    assert vanilla(uri).get_model_version_download_uri(name, "1") == stored.source
+    assert [f.path for f in vanilla(uri).list_artifacts(run.info.run_id)] == ["model"]
+    history = json.loads(run.data.tags["mlflow.log-model.history"])
+    assert [(h["run_id"], h["artifact_path"]) for h in history] == [(run.info.run_id, "model")]
+    assert written["artifact_path"] == "model"
+    assert written.get("model_id") is None
+
+
+def assert_loads_twice_in_fresh_processes(uri: str, ref: str, expected, tmp_path: Path) -> None:
+    """``rs.load_model(ref)`` in two fresh processes sharing a cache: cold, then warm.
+
+    The first fills the cache (verifying the digest); the second loads that entry as it is
+    (the same files: nothing downloaded again).
+    """
+    loads = []
+    for attempt in ("cold", "warm"):
+        said, predicted = predict_elsewhere(
+            sys.executable,
+            SDK_LOAD,
+            ref,
+            tmp_path / f"sdk-{attempt}",
+            MLFLOW_TRACKING_URI=uri,
+            REGISTRY_SDK_CACHE_DIR=str(tmp_path / "sdk-cache"),
+        )
+        np.testing.assert_array_equal(predicted, expected)
+        loaded = json.loads(said)
+        mlmodel_file = Path(loaded["path"]) / "MLmodel"
+        loads.append((loaded["version"], mlmodel_file, mlmodel_file.stat().st_ino))
+    (first, cold_file, cold_inode), (second, warm_file, warm_inode) = loads
+    assert first == second == 1
+    assert (warm_file, warm_inode) == (cold_file, cold_inode), "the warm load downloaded again"
 
 
 @pytest.mark.parametrize("kind", ["sklearn", "plain"])
-@pytest.mark.parametrize(("version", "artifacts"), SERVER_KINDS)
-def test_register_on_a_2x_server_makes_one_version_its_own_client_loads(
+@pytest.mark.parametrize(("version", "artifacts"), EVERY_SERVER_KIND)
+def test_register_makes_one_version_that_loads_in_fresh_processes_and_in_the_servers_client(
     versioned_server, tmp_path, version, artifacts, kind
 ):
     server = versioned_server(version, artifacts=artifacts)
@@ -226,48 +301,34 @@ def test_register_on_a_2x_server_makes_one_version_its_own_client_loads(
     tags = dict(stored.tags)
     assert TAGS <= set(tags) <= TAGS | GIT_TAGS
     assert tags["team"] == "growth"
-    assert tags[SERIALIZATION] == "cloudpickle"
+    saved_as = sklearn_format(version) if kind == "sklearn" else "cloudpickle"
+    assert tags[SERIALIZATION] == saved_as
     if metrics:
         assert float(tags[f"{P}metrics.accuracy"]) == metrics["accuracy"]
 
-    # Registered the way MLflow 2 registers runs:/<run id>/model: source, run, download URI.
     run = vanilla(server.uri).get_run(stored.run_id)
     assert stored.run_id == mv.run_id
-    assert stored.source == f"{run.info.artifact_uri}/model"
-    assert vanilla(server.uri).get_model_version_download_uri(name, "1") == stored.source
-    assert [f.path for f in vanilla(server.uri).list_artifacts(run.info.run_id)] == ["model"]
     assert run.info.status == "FINISHED"
     assert run.data.params == PARAMS[kind]
     assert run.data.metrics == {"accuracy": pytest.approx(float(tags[f"{P}metrics.accuracy"]))}
-    history = json.loads(run.data.tags["mlflow.log-model.history"])
-    assert [(h["run_id"], h["artifact_path"]) for h in history] == [(run.info.run_id, "model")]
     assert vanilla(server.uri).get_model_version_by_alias(name, ALIAS).version == "1"
 
-    # The digest is that of exactly what vanilla MLflow downloads; the MLmodel names the run.
+    # The digest is that of exactly what vanilla MLflow downloads.
     files = downloaded(server.uri, name, "1", tmp_path / "download")
     assert tags[f"{P}artifacts.sha256"] == _digest.tree_digest(_digest.tree_records(files))
     written = mlmodel(files)
-    assert (written["run_id"], written["artifact_path"]) == (run.info.run_id, "model")
-    assert written.get("model_id") is None
+    assert written["run_id"] == run.info.run_id
+    assert_registered_as_that_mlflow_would(version, server.uri, name, stored, run, written)
     if kind == "sklearn":
-        assert written["flavors"]["sklearn"]["serialization_format"] == "cloudpickle"
-        assert "skops" not in (files / "requirements.txt").read_text(encoding="utf-8")
+        assert written["flavors"]["sklearn"]["serialization_format"] == saved_as
+        needs_skops = "skops" in (files / "requirements.txt").read_text(encoding="utf-8")
+        assert needs_skops == (saved_as == "skops")
 
-    # registry_sdk, in a fresh process of this environment (it verifies the digest on load).
-    # First: with direct artifacts on this machine, a vanilla load of models:/... writes
-    # MLflow's registered_model_meta file into the artifact store itself.
-    said, predicted = predict_elsewhere(
-        sys.executable,
-        SDK_LOAD,
-        f"{name}@{ALIAS}",
-        tmp_path / "sdk",
-        MLFLOW_TRACKING_URI=server.uri,
-        REGISTRY_SDK_CACHE_DIR=str(tmp_path / "sdk-cache"),
-    )
-    assert said == "1"
-    np.testing.assert_array_equal(predicted, expected)
+    # Before any vanilla load: with direct artifacts on this machine, a vanilla load of
+    # models:/... writes MLflow's registered_model_meta file into the artifact store itself.
+    assert_loads_twice_in_fresh_processes(server.uri, f"{name}@{ALIAS}", expected, tmp_path)
 
-    # That server's own MLflow 2.x client, vanilla, in a fresh process.
+    # That server's own MLflow client, vanilla, in a fresh process.
     said, predicted = predict_elsewhere(
         server_python(version),
         VANILLA_LOAD,
@@ -309,7 +370,18 @@ def test_a_second_model_in_the_same_run_gets_its_own_artifact_path(versioned_ser
 
 @pytest.mark.parametrize(
     ("asked", "vanilla_2x_loads"),
-    [("skops", False), ("pickle", True), ("cloudpickle", True)],
+    [
+        pytest.param(
+            "skops",
+            False,
+            marks=pytest.mark.skipif(
+                version_tuple(mlflow.__version__) < version_tuple("3.8.1"),
+                reason="the installed mlflow cannot write skops (3.8.1 and later can)",
+            ),
+        ),
+        ("pickle", True),
+        ("cloudpickle", True),
+    ],
 )
 def test_serialization_forces_the_format_and_the_tag_records_it(
     versioned_server, tmp_path, asked, vanilla_2x_loads
@@ -325,7 +397,7 @@ def test_serialization_forces_the_format_and_the_tag_records_it(
     assert stored.tags[SERIALIZATION] == asked
     files = downloaded(server.uri, name, "1", tmp_path / "download")
     assert mlmodel(files)["flavors"]["sklearn"]["serialization_format"] == asked
-    # registry_sdk (MLflow 3 here) reads every format.
+    # registry_sdk reads every format the installed mlflow writes.
     loaded = rs.load_model(f"{name}@{ALIAS}", client=client)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
@@ -588,5 +660,5 @@ def test_what_a_2x_client_logs_and_registers_loads_through_the_sdk(
         REGISTRY_SDK_CACHE_DIR=str(tmp_path / "fresh-cache"),
         REGISTRY_SDK_REQUIRE_DIGEST="1",
     )
-    assert printed == "1"
+    assert json.loads(printed)["version"] == 1
     np.testing.assert_array_equal(predicted, expected)
