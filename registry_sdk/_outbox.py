@@ -516,7 +516,9 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
                 tracking,
                 entry,
                 artifact_uri,
-                logged_models=capabilities.supports("logged_models"),
+                # The installed client needs the API too: MLflow 2's has none.
+                logged_models=capabilities.supports("logged_models")
+                and hasattr(tracking, "create_logged_model"),
             )
     except MlflowException as exc:
         if _unreachable(client):

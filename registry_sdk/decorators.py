@@ -328,6 +328,9 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
     collector = _Collector()
 
     with _tracking(client, _run_tags(provenance)) as (run, started):
+        if run is not None and options.alias is not None:
+            # The server answered: refuse an alias it cannot hold before training, not after.
+            _require_aliases(client)
         if run is not None and params:
             _log_params(params, client)
         token = _current.set(collector)
@@ -409,6 +412,23 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
             logger.error(message)  # noqa: TRY400 - the warning below carries the traceback-free story
             warnings.warn(message, PendingRegistrationWarning, stacklevel=3)
     return result
+
+
+def _require_aliases(client: RegistryClient) -> None:
+    """Raise ``UnsupportedServerError`` if the registry has no aliases (an MLflow < 2.3 server).
+
+    Costs one request per client (the capabilities are remembered); a registry that cannot
+    tell now is not refused here (the push checks again).
+    """
+    from registry_sdk.errors import UnsupportedServerError
+
+    try:
+        capabilities = client.capabilities()
+    except UnsupportedServerError:
+        raise
+    except RegistryError:
+        return
+    capabilities.require("aliases")
 
 
 def _oldest_reader(client: RegistryClient, *, server_down: bool) -> str | None:
@@ -544,7 +564,6 @@ def register(
     from registry_sdk._flavors import check_flavor, check_serialization
 
     check_flavor(flavor)
-    check_serialization(serialization)
     only = {"pyfunc": "cloudpickle", "xgboost": "its own", "pytorch": "its own"}
     if serialization is not None and flavor in only and serialization != only[flavor]:
         msg = (
@@ -552,6 +571,7 @@ def register(
             "for scikit-learn and LightGBM scikit-learn API models"
         )
         raise ValueError(msg)
+    check_serialization(serialization)
     if alias is not None:
         validate_alias(alias)
     if isinstance(name, str):

@@ -27,7 +27,6 @@ import mlflow
 import numpy as np
 import pytest
 from _servers import PinnedServer, free_port, migrated_sqlite_db, pinned_sqlite_server
-from mlflow.entities import LoggedModelStatus
 from sklearn.linear_model import LogisticRegression
 
 import registry_sdk as rs
@@ -38,6 +37,8 @@ from registry_sdk._backends.rest import RestBackend
 # (server starts included); there is no timed assertion.
 pytestmark = pytest.mark.timeout(240)
 
+#: MLflow 3 clients log a logged model; MLflow 2 clients (nox -s tests_mlflow2) run artifacts.
+LOGGED_MODELS = hasattr(mlflow.MlflowClient, "create_logged_model")
 IDEMPOTENCY_TAG = "registry_sdk.idempotency_key"
 DIGEST_TAG = "registry_sdk.artifacts.sha256"
 NAME = "m"
@@ -160,11 +161,16 @@ def assert_registered_once(
     for key, value in metrics.items():
         assert float(mv.tags[f"registry_sdk.metrics.{key}"]) == pytest.approx(value)
 
-    # Exactly one logged model was created for it, and it is the version's source.
-    logged = mlflow_client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert [f"models:/{m.model_id}" for m in logged] == [mv.source]
-    if raw_entry["model_id"] is not None:
-        assert mv.source == f"models:/{raw_entry['model_id']}"
+    if LOGGED_MODELS:
+        # Exactly one logged model was created for it, and it is the version's source.
+        logged = mlflow_client.search_logged_models(experiment_ids=[run.info.experiment_id])
+        assert [f"models:/{m.model_id}" for m in logged] == [mv.source]
+        if raw_entry["model_id"] is not None:
+            assert mv.source == f"models:/{raw_entry['model_id']}"
+    else:
+        # MLflow 2's way: uploaded once, as the run's artifacts under model/, the source.
+        assert [f.path for f in mlflow_client.list_artifacts(run.info.run_id)] == ["model"]
+        assert mv.source == f"{run.info.artifact_uri}/model"
 
     mlflow.set_tracking_uri(server.uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@{ALIAS}")
@@ -310,14 +316,22 @@ def test_interrupted_push_completes_exactly_once(server, tmp_path, cut, versions
     assert not server.running, "the cut really happened during the push"
     assert train.last_version is None
     entry, raw = the_entry(client)
-    assert entry.model_id is not None, "the logged model was created before the cut"
+    if LOGGED_MODELS:
+        assert entry.model_id is not None, "the logged model was created before the cut"
+    else:
+        assert (entry.run_artifact_path, entry.artifacts_logged) == ("model", True)
     assert entry.attempts == 1
     # What the first push uploaded (and digested); the second push digests it again.
     staged = _digest.tree_digest(_digest.tree_records(entry.model_path))
 
     server.start()
-    # What the interrupted push left behind: a complete logged model, and the version or not.
-    assert vanilla(server).get_logged_model(entry.model_id).status == LoggedModelStatus.READY
+    # What the interrupted push left behind: a complete model, and the version or not.
+    if LOGGED_MODELS:
+        from mlflow.entities import LoggedModelStatus
+
+        assert vanilla(server).get_logged_model(entry.model_id).status == LoggedModelStatus.READY
+    else:
+        assert [f.path for f in vanilla(server).list_artifacts(entry.run_id)] == ["model"]
     left = versions_of(server)
     assert len(left) == versions_left
     assert all(v.tags[IDEMPOTENCY_TAG] == entry.key for v in left)

@@ -447,7 +447,7 @@ def test_nothing_is_written_when_verification_fails(registry, tmp_path):
     assert list(target.search_models()) == []
     vanilla = mlflow.MlflowClient(tracking_uri=target.tracking_uri)
     assert [e.name for e in vanilla.search_experiments()] == ["Default"]
-    assert not (tmp_path / "mlruns").exists()
+    assert_no_artifacts_written(tmp_path)
 
 
 def test_copy_records_provenance_sets_the_alias_once_and_never_duplicates(registry, tmp_path):
@@ -497,6 +497,13 @@ def secret_home(tmp_path: Path) -> Path:
     return home
 
 
+def assert_no_artifacts_written(tmp_path: Path) -> None:
+    """Nothing under ``./mlruns``: MLflow 2's SQL store creates that root, empty, when opened."""
+    mlruns = tmp_path / "mlruns"
+    written = [p for p in mlruns.rglob("*") if not p.is_dir()] if mlruns.exists() else []
+    assert written == []
+
+
 def reseal(export: Path) -> None:
     """Rewrite the manifest to match the export as it now is, the way a crafted bundle would."""
     manifest = json.loads((export / transfer.MANIFEST).read_text(encoding="utf-8"))
@@ -511,7 +518,7 @@ def assert_nothing_created(target: rs.RegistryClient, tmp_path: Path) -> None:
     vanilla = mlflow.MlflowClient(tracking_uri=target.tracking_uri)
     assert [e.name for e in vanilla.search_experiments()] == ["Default"]
     assert vanilla.search_runs(["0"]) == []
-    assert not (tmp_path / "mlruns").exists()
+    assert_no_artifacts_written(tmp_path)
 
 
 def assert_secret_only_at_home(tmp_path: Path) -> None:
