@@ -123,6 +123,17 @@ def _fetch(
         _copy_local(artifact_uri, local, dest, label)
         return
     scheme = parts.scheme.lower()
+    if scheme == "runs":
+        # Resolved here, against this client's registry: MLflow 2 would resolve it against the
+        # process-global tracking URI. The location the run names is then checked like any other.
+        _fetch(
+            _run_location(parts, backend, label),
+            dest,
+            backend=backend,
+            settings=settings,
+            label=label,
+        )
+        return
     if server is not None:
         if scheme == "mlflow-artifacts":
             server.download_artifacts(parts.path.lstrip("/"), dest, label=label)
@@ -150,6 +161,20 @@ def _fetch(
             )
             raise InvalidResponseError(redact(msg))
     _download_with_mlflow(artifact_uri, dest, settings=settings, label=label)
+
+
+def _run_location(parts: SplitResult, backend: Backend, label: str) -> str:
+    """Where ``runs:/<run id>/<path>`` points: the run's artifact root plus the path."""
+    path = f"{parts.netloc}/{parts.path.lstrip('/')}" if parts.netloc else parts.path.lstrip("/")
+    run_id, _, rest = path.partition("/")
+    if not run_id:
+        msg = f"{label}: the artifact location {parts.geturl()!r} names no run"
+        raise InvalidResponseError(redact(msg))
+    root = backend.run_artifact_uri(run_id).rstrip("/")
+    if urlsplit(root).scheme.lower() == "runs":
+        msg = f"{label}: run {run_id} names another run reference ({root!r}) as its artifact root"
+        raise InvalidResponseError(redact(msg))
+    return f"{root}/{rest.strip('/')}" if rest.strip("/") else root
 
 
 def _download_with_mlflow(artifact_uri: str, dest: Path, *, settings: Settings, label: str) -> None:

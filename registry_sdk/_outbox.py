@@ -400,7 +400,9 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
         tracking.log_outputs(entry.run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
 
 
-def _sync_model(tracking: Any, entry: Entry, artifact_uri: str, *, logged_models: bool) -> str:
+def _sync_model(
+    tracking: Any, entry: Entry, artifact_uri: str, *, tracking_uri: str, logged_models: bool
+) -> str:
     """Upload the saved model (once) and return the source to register it from.
 
     A logged model where the server has the API (``logged_models``), else, or when its endpoint
@@ -421,14 +423,18 @@ def _sync_model(tracking: Any, entry: Entry, artifact_uri: str, *, logged_models
             )
         else:
             return f"models:/{entry.model_id}"
-    _sync_run_artifacts(tracking, entry)
+    _sync_run_artifacts(tracking, entry, artifact_uri, tracking_uri)
     return f"{artifact_uri.rstrip('/')}/{entry.run_artifact_path}"
 
 
-def _sync_run_artifacts(tracking: Any, entry: Entry) -> None:
+def _sync_run_artifacts(tracking: Any, entry: Entry, artifact_uri: str, tracking_uri: str) -> None:
     """Upload the saved model as artifacts of the entry's run, once (MLflow 2's way)."""
+    from registry_sdk import _run_artifacts
+
+    assert entry.run_id is not None  # noqa: S101 - _sync_run made or found the run
     if entry.run_artifact_path is None:
-        taken = {info.path for info in tracking.list_artifacts(entry.run_id)}
+        listed = _run_artifacts.list_artifacts(tracking, tracking_uri, entry.run_id, artifact_uri)
+        taken = {info.path for info in listed}
         # Another model of the same run (a second call inside the user's run) must not be
         # overwritten: the version registered from it would change under its digest.
         free = MODEL_DIR not in taken
@@ -438,7 +444,14 @@ def _sync_run_artifacts(tracking: Any, entry: Entry) -> None:
     if entry.artifacts_logged:
         return
     model = _finish_model_file(entry, None)
-    tracking.log_artifacts(entry.run_id, str(entry.model_path), entry.run_artifact_path)
+    _run_artifacts.log_artifacts(
+        tracking,
+        tracking_uri,
+        entry.run_id,
+        artifact_uri,
+        str(entry.model_path),
+        entry.run_artifact_path,
+    )
     _record_in_run(tracking, entry, model)
     entry.artifacts_logged = True
     entry.save()
@@ -516,6 +529,7 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
                 tracking,
                 entry,
                 artifact_uri,
+                tracking_uri=client.tracking_uri,
                 # The installed client needs the API too: MLflow 2's has none.
                 logged_models=capabilities.supports("logged_models")
                 and hasattr(tracking, "create_logged_model"),

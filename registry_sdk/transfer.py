@@ -657,6 +657,8 @@ def _upload(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking.artifact_utils import get_artifact_uri
 
+    from registry_sdk import _run_artifacts
+
     tracking = mlflow.MlflowClient(tracking_uri=client.tracking_uri)
     run_info = version.run
     experiment_name = run_info.get("experiment_name") or IMPORT_EXPERIMENT
@@ -681,6 +683,7 @@ def _upload(
             tags["mlflow.runName"] = f"import {version.info.ref}"
             run = tracking.create_run(experiment_id, tags=tags)
             run_id = run.info.run_id
+            root = str(run.info.artifact_uri)
             now = int(time.time() * 1000)
             params = [Param(k, str(v)) for k, v in (run_info.get("params") or {}).items()]
             metrics = [
@@ -693,7 +696,9 @@ def _upload(
                     params=params[start : start + 100],
                     tags=[RunTag(IMPORT_KEY, key)] if start == 0 else [],
                 )
-            tracking.log_artifacts(run_id, str(staged), "model")
+            _run_artifacts.log_artifacts(
+                tracking, client.tracking_uri, run_id, root, str(staged), "model"
+            )
         tracking.set_terminated(run_id, "FINISHED")
     uri = get_artifact_uri(run_id, "model", tracking_uri=client.tracking_uri)  # type: ignore[no-untyped-call]
     return run_id, str(uri)

@@ -342,6 +342,11 @@ class LocalBackend:
 
     # ---------------------------------------------------------------------------- runs
 
+    def run_artifact_uri(self, run_id: str) -> str:
+        """The root of the run's artifacts, as the store names it."""
+        run = self._call(lambda: self._client.get_run(run_id), f"get run {run_id!r}")
+        return str(run.info.artifact_uri)
+
     def get_run(self, run_id: str) -> RunData:
         """The run (params, metrics, tags) and its experiment's name."""
         run = self._call(lambda: self._client.get_run(run_id), f"get run {run_id!r}")

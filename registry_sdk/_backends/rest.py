@@ -676,6 +676,18 @@ class RestBackend:
 
     # ---------------------------------------------------------------------------- runs
 
+    def run_artifact_uri(self, run_id: str) -> str:
+        """The root of the run's artifacts, as the server names it."""
+        action = f"get run {run_id!r}"
+        data = self._json("GET", "/runs/get", params={"run_id": run_id}, action=action)
+        run = self._field(data, "run", action)
+        info = run.get("info") if isinstance(run, dict) else None
+        uri = info.get("artifact_uri") if isinstance(info, dict) else None
+        if not isinstance(uri, str) or not uri:
+            msg = f"{action}: the server's reply names no artifact location for the run"
+            raise InvalidResponseError(msg)
+        return uri
+
     def get_run(self, run_id: str) -> RunData:
         """The run (params, metrics, tags) and its experiment's name."""
         action = f"get run {run_id!r}"

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
 import pytest
+from _vanilla import download_artifacts, log_artifacts
 from click.testing import CliRunner
 
 import registry_sdk as rs
@@ -27,6 +27,8 @@ from registry_sdk.cli import cli
 from registry_sdk.loading import cache_for
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from _production import ProductionStack
 
 #: Fixture ``production`` (helpers are imported inside functions).
@@ -75,7 +77,7 @@ def _vanilla_version(production: ProductionStack, name: str, tmp_path: Path) -> 
     run = vanilla.create_run(experiment.experiment_id)
     local = tmp_path / "vanilla-model"
     mlflow.sklearn.save_model(model, str(local), serialization_format="cloudpickle")
-    vanilla.log_artifacts(run.info.run_id, str(local), "model")
+    log_artifacts(production.uri, run.info.run_id, local, "model")
     vanilla.set_terminated(run.info.run_id)
     vanilla.create_registered_model(name)
     created = vanilla.create_model_version(
@@ -98,10 +100,8 @@ def test_register_records_the_digest_of_what_it_uploaded(production, tmp_path):
         vanilla = mlflow.MlflowClient(tracking_uri=production.uri, registry_uri=production.uri)
         location = vanilla.get_model_version_download_uri(mv.name, str(mv.version))
         with tempfile.TemporaryDirectory() as tmp:
-            got = mlflow.artifacts.download_artifacts(
-                artifact_uri=location, dst_path=tmp, tracking_uri=production.uri
-            )
-            assert _digest.tree_digest(_digest.tree_records(Path(got))) == recorded
+            got = download_artifacts(location, tmp, production.uri)
+            assert _digest.tree_digest(_digest.tree_records(got)) == recorded
         loaded = client.load_model(mv.ref)
         np.testing.assert_array_equal(loaded.predict(X), np.full(len(X), 3.0))
         entry = cache_for(client).get(mv.name, mv.version)

@@ -20,18 +20,22 @@ import os
 import tempfile
 import threading
 from http.server import ThreadingHTTPServer
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import _proxy
 import mlflow
 import numpy as np
 import pytest
 from _servers import PinnedServer, free_port, migrated_sqlite_db, pinned_sqlite_server
+from _vanilla import artifact_paths, download_artifacts
 from sklearn.linear_model import LogisticRegression
 
 import registry_sdk as rs
 from registry_sdk import _digest, _outbox
 from registry_sdk._backends.rest import RestBackend
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # A push against a dead server must give up, not hang: pytest-timeout bounds every test here
 # (server starts included); there is no timed assertion.
@@ -123,10 +127,8 @@ def downloaded_digest(server: PinnedServer, name: str, version: str) -> str:
     """The digest of the version's artifacts as vanilla MLflow downloads them from the server."""
     uri = vanilla(server).get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=server.uri
-        )
-        return _digest.tree_digest(_digest.tree_records(Path(path)))
+        path = download_artifacts(uri, tmp, server.uri)
+        return _digest.tree_digest(_digest.tree_records(path))
 
 
 def assert_registered_once(
@@ -169,7 +171,7 @@ def assert_registered_once(
             assert mv.source == f"models:/{raw_entry['model_id']}"
     else:
         # MLflow 2's way: uploaded once, as the run's artifacts under model/, the source.
-        assert [f.path for f in mlflow_client.list_artifacts(run.info.run_id)] == ["model"]
+        assert artifact_paths(server.uri, run.info.run_id) == ["model"]
         assert mv.source == f"{run.info.artifact_uri}/model"
 
     mlflow.set_tracking_uri(server.uri)
@@ -199,7 +201,8 @@ def test_server_stopped_before_training_ends(server, tmp_path):
     assert returned is trained[0]
     assert train.last_version is None
     entry, raw = the_entry(client)
-    assert str(entry.path) in str(caught[0].message)
+    [pending] = [w for w in caught if w.category is rs.PendingRegistrationWarning]
+    assert str(entry.path) in str(pending.message)
     assert raw["run_id"] is not None, "the run was started while the server was up"
     accuracy = trained[0].score(X, y)
     assert raw["metrics"] == {"loss": 0.25, "accuracy": accuracy}
@@ -331,7 +334,7 @@ def test_interrupted_push_completes_exactly_once(server, tmp_path, cut, versions
 
         assert vanilla(server).get_logged_model(entry.model_id).status == LoggedModelStatus.READY
     else:
-        assert [f.path for f in vanilla(server).list_artifacts(entry.run_id)] == ["model"]
+        assert artifact_paths(server.uri, entry.run_id) == ["model"]
     left = versions_of(server)
     assert len(left) == versions_left
     assert all(v.tags[IDEMPOTENCY_TAG] == entry.key for v in left)
@@ -419,7 +422,8 @@ def test_an_entry_for_another_registry_is_pushed_only_by_a_client_for_it(
         assert proxy.seen == []
         assert proxy.authorizations == []
         assert the_entry(own)[1] == raw, "the entry stays, untouched"
-        message = str(caught[0].message)
+        [pending] = [w for w in caught if w.category is rs.PendingRegistrationWarning]
+        message = str(pending.message)
         assert f"push_pending(RegistryClient('{theirs}'))" in message
         assert f"`registry --tracking-uri {theirs} push`" in message
         assert "s3cret-pw" not in message

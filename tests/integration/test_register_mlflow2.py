@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 import yaml
 from _servers import PinnedServer
+from _vanilla import artifact_paths, download_artifacts
 from _versions import (
     INSTALLED,
     NEW_2X,
@@ -147,11 +148,7 @@ def versions_of(uri: str, name: str) -> list:
 def downloaded(uri: str, name: str, version: str, into: Path) -> Path:
     """The version's files as vanilla MLflow downloads them (from get-download-uri)."""
     source = vanilla(uri).get_model_version_download_uri(name, version)
-    return Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=source, dst_path=str(into), tracking_uri=uri
-        )
-    )
+    return download_artifacts(source, into, uri)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -250,7 +247,7 @@ def assert_registered_as_that_mlflow_would(version, uri, name, stored, run, writ
     # As register_model("runs:/<run id>/model") did: source, run artifacts, model history.
     assert stored.source == f"{run.info.artifact_uri}/model"
     assert vanilla(uri).get_model_version_download_uri(name, "1") == stored.source
-    assert [f.path for f in vanilla(uri).list_artifacts(run.info.run_id)] == ["model"]
+    assert artifact_paths(uri, run.info.run_id) == ["model"]
     history = json.loads(run.data.tags["mlflow.log-model.history"])
     assert [(h["run_id"], h["artifact_path"]) for h in history] == [(run.info.run_id, "model")]
     assert written["artifact_path"] == "model"
@@ -492,7 +489,7 @@ def test_a_push_interrupted_after_the_upload_completes_exactly_once(
     staged = _digest.tree_digest(_digest.tree_records(entry.model_path))
 
     server.start(timeout=120)
-    assert [f.path for f in vanilla(server.uri).list_artifacts(entry.run_id)] == ["model"]
+    assert artifact_paths(server.uri, entry.run_id) == ["model"]
     assert len(versions_of(server.uri, name)) == versions_left
 
     pushed = rs.push_pending(client)
@@ -585,7 +582,9 @@ def test_behind_a_proxy_hiding_the_version_the_missing_endpoint_is_found_and_avo
     finally:
         proxy.stop()
 
-    assert tried.count("logged-models") == 1, tried
+    # An MLflow 3 client tries the logged-models endpoint once; an MLflow 2 client has no such API.
+    client_has_it = hasattr(mlflow.MlflowClient, "create_logged_model")
+    assert tried.count("logged-models") == (1 if client_has_it else 0), tried
     [stored] = versions_of(server.uri, name)
     run = vanilla(server.uri).get_run(stored.run_id)
     assert stored.source == f"{run.info.artifact_uri}/model"

@@ -29,6 +29,7 @@ import mlflow.artifacts
 import numpy as np
 import pytest
 from _servers import migrated_sqlite_db
+from _vanilla import artifact_paths, download_artifacts, no_files_under
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import fluent
@@ -239,10 +240,8 @@ def artifact_hashes(vanilla: mlflow.MlflowClient, uri: str, name: str, version: 
     location = vanilla.get_model_version_download_uri(name, version)
     dest = Path.cwd() / "downloads" / uuid.uuid4().hex
     dest.mkdir(parents=True)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=location, dst_path=str(dest), tracking_uri=uri
-    )
-    hashes = sha256_tree(Path(local))
+    local = download_artifacts(location, dest, uri)
+    hashes = sha256_tree(local)
     assert "MLmodel" in hashes, (name, version, location, hashes)
     return hashes
 
@@ -541,7 +540,7 @@ def test_an_import_killed_in_the_middle_of_an_upload_uploads_everything_when_run
     run_id, uploaded = frozen_at.split()
     vanilla = mlflow.MlflowClient(tracking_uri=target)
     assert vanilla.get_run(run_id).info.status == "RUNNING"
-    assert [f.path for f in vanilla.list_artifacts(run_id, "model")] == [f"model/{uploaded}"]
+    assert artifact_paths(target, run_id, "model") == [f"model/{uploaded}"]
 
     registry_import(target, source.export, tmp_path)
 
@@ -634,7 +633,7 @@ def test_a_damaged_export_is_refused_before_anything_is_written(
     vanilla = mlflow.MlflowClient(tracking_uri=target_uri)
     assert [e.name for e in vanilla.search_experiments()] == ["Default"]
     assert vanilla.search_runs(["0"]) == []
-    assert not (tmp_path / "mlruns").exists()
+    assert no_files_under(tmp_path / "mlruns")
 
 
 def reseal(export: Path) -> None:

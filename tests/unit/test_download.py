@@ -68,9 +68,11 @@ class ArtifactServer:
         *,
         listing: Any = None,
         files: dict[str, bytes] | None = None,
+        runs: dict[str, str] | None = None,
     ) -> None:
         self.base = base
         self.artifact_uri = artifact_uri
+        self.runs = runs or {}
         self.listing = listing or {"": [entry("MLmodel", len(MLMODEL))]}
         self.files = files if files is not None else {"MLmodel": MLMODEL}
         self.requests: list[Any] = []
@@ -100,6 +102,12 @@ class ArtifactServer:
         if path == f"{API}/model-versions/get":
             body = {"model_version": version_json("m", 1, source=self.artifact_uri)}
             return 200, as_json, json.dumps(body).encode()
+        if path == f"{API}/runs/get":
+            run_id = parse_qs(parts.query)["run_id"][0]
+            if run_id not in self.runs:
+                return 404, as_json, b'{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no"}'
+            info = {"run_id": run_id, "experiment_id": "0", "artifact_uri": self.runs[run_id]}
+            return 200, as_json, json.dumps({"run": {"info": info, "data": {}}}).encode()
         if path == f"{API}/model-versions/get-download-uri":
             return 200, as_json, json.dumps({"artifact_uri": self.artifact_uri}).encode()
         return 404, as_json, b'{"error_code": "ENDPOINT_NOT_FOUND", "message": "no such endpoint"}'
@@ -301,6 +309,41 @@ def test_a_registry_reference_as_download_location_is_refused_without_touching_t
         download(ArtifactServer(REMOTE, "models:/other/3"), tmp_path / "dest")
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_runs_location_is_resolved_against_this_registry_and_fetched(tmp_path, monkeypatch):
+    # MLflow 2 would resolve runs:/ against the process-global tracking URI (./mlruns here).
+    monkeypatch.chdir(tmp_path)
+    server = ArtifactServer(REMOTE, "runs:/abc/artifacts", runs={"abc": "mlflow-artifacts:/0/abc"})
+
+    download(server, tmp_path / "dest")
+
+    assert (tmp_path / "dest" / "MLmodel").read_bytes() == MLMODEL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+
+
+def test_a_run_whose_root_is_a_local_path_is_refused_from_a_remote_server(tmp_path, secret):
+    server = ArtifactServer(REMOTE, "runs:/abc/model", runs={"abc": str(secret.parent)})
+
+    with pytest.raises(UnsafeArtifactError):
+        download(server, tmp_path / "dest")
+
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("root", ["runs:/other/model", "runs:/abc"])
+def test_a_run_whose_root_is_another_run_reference_is_refused(tmp_path, root):
+    server = ArtifactServer(REMOTE, "runs:/abc/model", runs={"abc": root})
+
+    with pytest.raises(InvalidResponseError, match="another run reference"):
+        download(server, tmp_path / "dest")
+
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_runs_location_naming_no_run_is_refused(tmp_path):
+    with pytest.raises(InvalidResponseError, match="names no run"):
+        download(ArtifactServer(REMOTE, "runs:/"), tmp_path / "dest")
 
 
 # ============================================================================ listings

@@ -8,13 +8,13 @@ the point is reached, MARKER is written and the process waits to be killed: what
 that point leaves behind is then exactly what the target holds.
 """
 
+import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
-import mlflow
-
-from registry_sdk import cli
+from registry_sdk import _run_artifacts, cli
 from registry_sdk.client import RegistryClient
 
 POINT, MARKER = sys.argv[1], Path(sys.argv[2])
@@ -37,13 +37,16 @@ if POINT == "after-first-version":
 
     RegistryClient.create_version = create_then_freeze
 elif POINT == "mid-upload":
+    log_artifacts = _run_artifacts.log_artifacts
 
-    def upload_one_file_then_freeze(self, run_id, local_dir, artifact_path=None):
+    def upload_one_file_then_freeze(tracking, uri, run_id, root, local_dir, artifact_path):
         first = min(p for p in Path(local_dir).iterdir() if p.is_file())
-        self.log_artifact(run_id, str(first), artifact_path)
+        with tempfile.TemporaryDirectory() as one:
+            shutil.copy2(first, one)
+            log_artifacts(tracking, uri, run_id, root, one, artifact_path)
         freeze(f"{run_id} {first.name}")
 
-    mlflow.MlflowClient.log_artifacts = upload_one_file_then_freeze
+    _run_artifacts.log_artifacts = upload_one_file_then_freeze
 else:
     sys.exit(f"unknown point {POINT!r}")
 
