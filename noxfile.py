@@ -25,22 +25,27 @@ nox.options.envdir = str(
 PYTHON = sys.executable
 #: The MLflow 2 release ``tests_mlflow2`` installs as the client (the newest 2.x).
 MLFLOW2_CLIENT = "2.22.5"
-#: What ``tests_mlflow2`` runs by default: the unit tests and the integration tests of what an
-#: MLflow 2 client changes (registering, loading, the lifecycle, the CLI, transfers, other
-#: server versions). ``nox -s tests_mlflow2 -- tests/unit tests/integration`` runs everything.
+#: What ``tests_mlflow2`` runs by default, in CI, as (paths, ``-k`` expression) pairs: the unit
+#: tests and the integration tests of what the installed MLflow does for the SDK (the embedded
+#: store, registering and pushing through a server with proxied artifacts, an MLflow 2 client
+#: against the newest 3.x server, the support matrix of docs/guide/servers.md). What the SDK
+#: sends over REST does not depend on the installed MLflow, so the contract and lifecycle suites
+#: run on the embedded store only. ``nox -s tests_mlflow2 -- tests/unit tests/integration`` runs
+#: every test this way.
 MLFLOW2_TESTS = (
-    "tests/unit",
-    "tests/integration/test_client_contract.py",
-    "tests/integration/test_lifecycle.py",
-    "tests/integration/test_loading.py",
-    "tests/integration/test_register_flavors.py",
-    "tests/integration/test_register_mlflow2.py",
-    "tests/integration/test_outbox.py",
-    "tests/integration/test_cli_e2e.py",
-    "tests/integration/test_transfer.py",
-    "tests/integration/test_server_capabilities.py",
-    "tests/integration/test_server_without_aliases.py",
-    "tests/integration/test_support_matrix.py",
+    (
+        (
+            "tests/unit",
+            "tests/integration/test_client_contract.py",
+            "tests/integration/test_lifecycle.py",
+            "tests/integration/test_outbox.py",
+        ),
+        "not server-sqlite and not server-postgres and not server-2 and not server-3",
+    ),
+    (
+        ("tests/integration/test_register_mlflow2.py", "tests/integration/test_support_matrix.py"),
+        "test_support_matrix or (test_register_makes and not 2.22.5 and not 2.9.2)",
+    ),
 )
 
 
@@ -69,7 +74,11 @@ def tests_mlflow2(session: nox.Session) -> None:
     )
     # The server environments the tests use (here also the newest 3.x, not installed here).
     session.run("python", "tests/integration/_versions.py")
-    session.run("python", "-m", "pytest", *(session.posargs or MLFLOW2_TESTS))
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs)
+        return
+    for paths, selection in MLFLOW2_TESTS:
+        session.run("python", "-m", "pytest", *paths, "-k", selection)
 
 
 @nox.session
