@@ -68,9 +68,11 @@ def tests_mlflow2(session: nox.Session) -> None:
         "-e",
         ".[dev]",
         f"mlflow[auth]=={MLFLOW2_CLIENT}",
-        # MLflow 2 (client and server) needs SQLAlchemy < 2.1 and pkg_resources.
+        # MLflow 2 (client and server) needs SQLAlchemy < 2.1 and pkg_resources; its scoring
+        # server (registry serve) uses FastAPI's app.route, which Starlette 1.0 removed.
         "sqlalchemy<2.1",
         "setuptools<82",
+        "starlette<1",
     )
     # The server environments the tests use (here also the newest 3.x, not installed here).
     session.run("python", "tests/integration/_versions.py")

@@ -1,7 +1,9 @@
 """Quickstart: log a model with MLflow, register it, point an alias at it, and load it back.
 
 Runs against the embedded default registry (``sqlite:///mlflow.db`` in the working directory),
-or against the server in ``MLFLOW_TRACKING_URI``.
+or against the server in ``MLFLOW_TRACKING_URI``. Written for MLflow 3, like the README's
+quickstart (``log_model(name=...)``, ``info.model_id``); with MLflow 2, log the model with
+``artifact_path="model"`` and leave ``model_id`` out.
 """
 
 import mlflow

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import mlflow
 import numpy as np
 import pytest
-from _vanilla import download_artifacts, log_artifacts
+from _client_version import download_artifacts, log_artifacts
 from click.testing import CliRunner
 
 import registry_sdk as rs

@@ -14,6 +14,7 @@ READ on that one model only (through the auth REST API).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import traceback
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _client_version import MLFLOW_3
 
 import registry_sdk as rs
 from registry_sdk import _tags
@@ -39,6 +41,14 @@ pytest_plugins = ["_production"]
 pytestmark = pytest.mark.timeout(600)
 
 TOKEN = "tok-" + uuid.uuid4().hex  # a bearer token the server does not know
+#: The auth app's API for a registered model's permissions, per MLflow major version (the
+#: server runs the installed mlflow): MLflow 2 has one per resource type; MLflow 3.17 replaced
+#: them with ``/api/3.0/mlflow/users/permissions/*``.
+LEGACY_GRANT = "/api/2.0/mlflow/registered-models/permissions/create"
+#: The first artifact call the auth app refuses to a user without READ on the experiment:
+#: MLflow 3's refuses the listing; MLflow 2.22's lets the listing through and refuses the
+#: download of the first file.
+ARTIFACT_CALL_REFUSED = "list artifacts" if MLFLOW_3 else "download artifact"
 
 
 @dataclass
@@ -177,12 +187,23 @@ def test_missing_or_wrong_credentials_are_not_authenticated(guarded, tmp_path, m
 
 
 def test_the_granted_permission_is_what_mlflow_reports(guarded):
-    status, text = guarded.server.call(
-        "GET",
-        "/api/3.0/mlflow/users/permissions/get"
-        f"?username={guarded.reader.username}&resource_type=registered_model"
-        f"&resource_id={guarded.name}",
-    )
+    if MLFLOW_3:
+        status, text = guarded.server.call(
+            "GET",
+            "/api/3.0/mlflow/users/permissions/get"
+            f"?username={guarded.reader.username}&resource_type=registered_model"
+            f"&resource_id={guarded.name}",
+        )
+    else:
+        assert guarded.granted_with == LEGACY_GRANT
+        status, text = guarded.server.call(
+            "GET",
+            "/api/2.0/mlflow/registered-models/permissions/get"
+            f"?name={guarded.name}&username={guarded.reader.username}",
+        )
+        assert status == 200, text
+        granted = json.loads(text)["registered_model_permission"]
+        assert (granted["name"], granted["permission"]) == (guarded.name, "READ")
     assert status == 200, text
     assert '"READ"' in text
 
@@ -190,7 +211,7 @@ def test_the_granted_permission_is_what_mlflow_reports(guarded):
 def test_loading_needs_read_on_the_experiment_too_as_with_vanilla_mlflow(
     guarded, tmp_path, monkeypatch
 ):
-    """Artifacts are served per experiment: READ on the model alone lists no artifact."""
+    """Artifacts are served per experiment: READ on the model alone loads no artifact."""
     server = guarded.server
     _as(monkeypatch, server.admin)
     with client_for(server, tmp_path / "admin") as admin:
@@ -202,20 +223,27 @@ def test_loading_needs_read_on_the_experiment_too_as_with_vanilla_mlflow(
     _as(monkeypatch, user)
     with (
         client_for(server, tmp_path / "first") as loader,
-        pytest.raises(rs.PermissionDeniedError, match="list artifacts") as denied,
+        pytest.raises(rs.PermissionDeniedError, match=ARTIFACT_CALL_REFUSED) as denied,
     ):
         loader.load_model(f"{guarded.name}@staging")
     assert denied.value.status == 403
-    status, text = server.call(
-        "POST",
-        "/api/3.0/mlflow/users/permissions/grant",
-        {
-            "username": user.username,
-            "resource_type": "experiment",
-            "resource_id": experiment,
-            "permission": "READ",
-        },
-    )
+    if MLFLOW_3:
+        status, text = server.call(
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            {
+                "username": user.username,
+                "resource_type": "experiment",
+                "resource_id": experiment,
+                "permission": "READ",
+            },
+        )
+    else:
+        status, text = server.call(
+            "POST",
+            "/api/2.0/mlflow/experiments/permissions/create",
+            {"experiment_id": experiment, "username": user.username, "permission": "READ"},
+        )
     assert status == 200, text
     with client_for(server, tmp_path / "second") as loader:
         model = loader.load_model(f"{guarded.name}@staging")

@@ -7,7 +7,8 @@
   through the SDK removes the old entries so a pinned load fetches the new version.
 * ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` turns the fast-load form off: it is neither
   written nor read, so loading goes through MLflow's own loader, which then refuses the model
-  as MLflow itself would (a typed error, not MLflow's exception).
+  as MLflow itself would (a typed error, not MLflow's exception). MLflow 2 has no such switch:
+  with it installed, its loader loads the model (and the SDK still skips the fast form).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
+from _client_version import MLFLOW_3
 
 import registry_sdk as rs
 from registry_sdk import _digest
@@ -92,6 +94,31 @@ def test_deleting_a_model_through_the_sdk_drops_its_cache_entries(tmp_path):
     assert client.cached_versions() == []
 
 
+def _spy_on_mlflow_loaders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each call of MLflow's own model loaders; the real loaders still run."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+
+    calls: list[str] = []
+    for module, label in ((mlflow.pyfunc, "pyfunc"), (mlflow.sklearn, "sklearn")):
+
+        def spy(*args: Any, _real: Any = module.load_model, _label: str = label, **kw: Any) -> Any:
+            calls.append(_label)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(module, "load_model", spy)
+    return calls
+
+
+def _loads_through_mlflow_only(load: Any) -> None:
+    """Under the switch: MLflow 3's loader refuses the model; MLflow 2 has none and loads it."""
+    if MLFLOW_3:
+        with pytest.raises(rs.RegistryError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+            load()
+    else:
+        _predicts(load(), 3.0)
+
+
 def test_pickle_deserialization_switched_off_turns_the_fast_form_off(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
     client = rs.RegistryClient(uri, cache_dir=tmp_path / "cache")
@@ -102,21 +129,31 @@ def test_pickle_deserialization_switched_off_turns_the_fast_form_off(tmp_path, m
     assert entry is not None
     assert entry.fast is not None  # the fast form exists: pickle is allowed by default
 
+    mlflow_loads = _spy_on_mlflow_loaders(monkeypatch)
+    _predicts(client.load_model("churn/1"), 3.0)
+    assert mlflow_loads == []  # the fast form: MLflow's loader is not called
+
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     for flavor in (None, "native"):
-        with pytest.raises(rs.RegistryError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
-            client.load_model("churn/1", flavor=flavor)
+        _loads_through_mlflow_only(
+            lambda flavor=flavor: client.load_model("churn/1", flavor=flavor)
+        )
+    assert mlflow_loads == ["pyfunc", "sklearn"]  # the fast form was not read
 
     other = rs.RegistryClient(uri, cache_dir=tmp_path / "fresh-cache")
-    with pytest.raises(rs.RegistryError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
-        other.load_model("churn/1")
+    _loads_through_mlflow_only(lambda: other.load_model("churn/1"))
+    assert mlflow_loads[2:] == ["pyfunc"]
     fresh = cache_for(other).get("churn", 1)
-    assert fresh is not None  # fetched and verified, but never unpickled
+    assert fresh is not None  # fetched and verified; no fast form written
     assert fresh.fast is None
     assert not (fresh.path / "fast").exists()
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     _predicts(other.load_model("churn/1"), 3.0)
+    assert mlflow_loads[3:] == ["pyfunc"]  # loaded through MLflow, and the fast form written
+    allowed = cache_for(other).get("churn", 1)
+    assert allowed is not None
+    assert allowed.fast is not None
 
 
 def test_a_cached_version_whose_recorded_digest_changed_is_fetched_and_verified_again(tmp_path):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import mlflow
 import numpy as np
 import pytest
+from _client_version import INSTALLED_MLFLOW, WEBHOOKS_SINCE, needs_webhook_server
 from _servers import free_port, pinned_sqlite_server
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
@@ -814,6 +815,7 @@ def hooks(reg, receiver):
                 reg.client.delete_webhook(webhook_id)
 
 
+@needs_webhook_server
 def test_webhook_create_and_list(reg, receiver, hooks):
     hook = hooks.signed
     assert set(hook) == WEBHOOK_KEYS
@@ -839,6 +841,7 @@ def test_webhook_create_and_list(reg, receiver, hooks):
     )
 
 
+@needs_webhook_server
 def test_webhook_test_sends_a_signed_delivery(reg, receiver, hooks):
     webhook_id = hooks.signed["webhook_id"]
     result = reg.json("webhook", "test", webhook_id)
@@ -858,6 +861,7 @@ def test_webhook_test_sends_a_signed_delivery(reg, receiver, hooks):
     assert (last["status"], last["payload"]["action"]) == (200, "deleted")
 
 
+@needs_webhook_server
 def test_webhook_test_exits_6_when_the_receiver_refuses(reg, receiver, hooks):
     refused = reg.invoke("webhook", "test", hooks.refused_id)
     assert refused.exit_code == 6, refused.output
@@ -869,6 +873,7 @@ def test_webhook_test_exits_6_when_the_receiver_refuses(reg, receiver, hooks):
     assert [d["path"] for d in receiver.received()] == ["/reject", "/reject"]
 
 
+@needs_webhook_server
 def test_webhook_delete(reg, hooks):
     signed = hooks.signed["webhook_id"]
     deleted = reg.ok("webhook", "delete", hooks.refused_id)
@@ -913,6 +918,10 @@ def test_doctor(reg):
 # ================================================================================ exit codes
 
 
+#: Whether the registries here have webhooks: they run the installed mlflow.
+WEBHOOKS_HERE = INSTALLED_MLFLOW >= WEBHOOKS_SINCE
+
+
 def not_found_commands(seed: str) -> list[list[str]]:
     return [
         ["show", "no-such-model/1"],
@@ -929,7 +938,7 @@ def not_found_commands(seed: str) -> list[list[str]]:
         ["check", "no-such-model/1", "--require", "accuracy >= 0.5"],
         ["pull", f"{seed}/99"],
         ["migrate-stages", "no-such-model"],
-        ["webhook", "delete", "no-such-webhook"],
+        *([["webhook", "delete", "no-such-webhook"]] if WEBHOOKS_HERE else []),
     ]
 
 
@@ -938,6 +947,17 @@ def test_not_found_exits_3(reg):
         result = reg.invoke(*args)
         assert result.exit_code == 3, (args, result.output)
         assert result.stderr.startswith("Error: "), (args, result.stderr)
+        assert result.stdout == "", args
+
+
+@pytest.mark.skipif(WEBHOOKS_HERE, reason="the registries here have webhooks")
+def test_webhook_commands_without_webhooks_in_the_registry_exit_6_saying_what_is_needed(reg):
+    for args in (["webhook", "delete", "no-such-webhook"], ["webhook", "list"]):
+        result = reg.invoke(*args)
+        assert result.exit_code == 6, (args, result.output)
+        assert result.stderr.startswith("Error: registry webhooks need "), (args, result.stderr)
+        assert f">= {WEBHOOKS_SINCE}.0" in result.stderr, (args, result.stderr)
+        assert str(INSTALLED_MLFLOW) in result.stderr, (args, result.stderr)
         assert result.stdout == "", args
 
 

@@ -2,7 +2,8 @@
 
 One server for the module (SQLite store, artifacts served by the server) holds models that
 vanilla MLflow registered: RandomForests logged by ``mlflow.sklearn.log_model`` in its default
-(skops) format. Each test has its own cache directory, so each starts cold. Requests are counted,
+format (skops with MLflow 3 installed; cloudpickle with MLflow 2, which has no skops: see
+``MODEL_FILE``). Each test has its own cache directory, so each starts cold. Requests are counted,
 and faults injected, by a small proxy on loopback in front of the server (``_proxy.py``).
 
 Every server, proxy and subprocess is stopped even when a test fails; waits are bounded by
@@ -15,6 +16,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import signal
 import stat
 import subprocess
@@ -31,6 +33,7 @@ import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
 import pytest
+from _client_version import MLFLOW_3, log_model_name
 from _proxy import CountingProxy
 from _servers import PinnedServer, pinned_sqlite_server
 from sklearn.ensemble import RandomForestClassifier
@@ -44,9 +47,12 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(300)
 
-TRUSTED = ["sklearn.tree._tree.Tree"]
+#: The format ``mlflow.sklearn.log_model`` saves in by default, and the file it writes: skops
+#: since MLflow 3 (the types it may build are given below); MLflow 2 has only the pickle formats.
+SERIALIZATION, MODEL_FILE = ("skops", "model.skops") if MLFLOW_3 else ("cloudpickle", "model.pkl")
+FORMAT_OPTIONS = {"skops_trusted_types": ["sklearn.tree._tree.Tree"]} if MLFLOW_3 else {}
 #: Given only to skip MLflow's requirement inference (slow); the format stays the default.
-PIP = ["scikit-learn", "skops"]
+PIP = ["scikit-learn", "skops" if MLFLOW_3 else "cloudpickle"]
 #: Names a user may give a model that are awkward as paths; MLflow accepts them all.
 ODD_NAMES = ("modèle v1.2 ✓", ".hidden x", "a..b", "%2E%2E", "x.")
 #: Variables that tell MLflow it runs under a test or in CI (it then disables its telemetry).
@@ -94,7 +100,7 @@ def _register(server: PinnedServer, workdir: Path) -> World:
             for n, forest in forests.items():
                 with mlflow.start_run():
                     info = mlflow.sklearn.log_model(
-                        forest, name="model", skops_trusted_types=TRUSTED, pip_requirements=PIP
+                        forest, **log_model_name("model"), **FORMAT_OPTIONS, pip_requirements=PIP
                     )
                 uris[n] = info.model_uri
             for name, sources in [
@@ -117,7 +123,7 @@ def _register(server: PinnedServer, workdir: Path) -> World:
                 )
     finally:
         mlflow.set_tracking_uri(previous)
-    assert "model.skops" in files[1], files[1]
+    assert MODEL_FILE in files[1], files[1]
     x_file = workdir / "X.npy"
     np.save(x_file, X)
     return World(server, X, x_file, forests, files, remote)
@@ -448,21 +454,21 @@ def test_offline_opens_no_socket_at_all(world, tmp_path):
 def test_a_flipped_byte_is_fetched_again_online_and_refused_offline(world, proxy, tmp_path):
     client = make_client(proxy.uri, tmp_path / "cache")
     rs.load_model("rf/1", client=client)
-    skops = version_dir(client, "rf", 1) / "artifacts" / "model.skops"
-    original = skops.read_bytes()
-    assert original == world.server_file(1, "model.skops").read_bytes()
+    model_file = version_dir(client, "rf", 1) / "artifacts" / MODEL_FILE
+    original = model_file.read_bytes()
+    assert original == world.server_file(1, MODEL_FILE).read_bytes()
 
-    flip_byte(skops)
+    flip_byte(model_file)
     proxy.clear()
     repaired = rs.load_model("rf/1", client=client)
-    assert skops.read_bytes() == original
-    assert proxy.file_downloads()[f"{world.remote[1]}/model.skops"] == 1
+    assert model_file.read_bytes() == original
+    assert proxy.file_downloads()[f"{world.remote[1]}/{MODEL_FILE}"] == 1
     np.testing.assert_array_equal(repaired.predict(world.X), world.expected(1))
     assert client.verify_cache() == {}
 
-    flip_byte(skops)
+    flip_byte(model_file)
     proxy.clear()
-    with pytest.raises(rs.CacheIntegrityError, match=r"model\.skops"):
+    with pytest.raises(rs.CacheIntegrityError, match=re.escape(MODEL_FILE)):
         rs.load_model("rf/1", client=client, offline=True)
     with pytest.raises(rs.CacheIntegrityError):
         rs.load_model("rf/1", client=client, offline=True, flavor="native")
@@ -477,11 +483,11 @@ def test_verify_cache_reports_what_the_cheap_check_misses_and_repair_evicts_it(
     rs.load_model("rf/2", client=client)
     assert client.verify_cache() == {}
     # Same size, same mtime: only a full hash can tell.
-    flip_byte(version_dir(client, "rf", 2) / "artifacts" / "model.skops", keep_mtime=True)
+    flip_byte(version_dir(client, "rf", 2) / "artifacts" / MODEL_FILE, keep_mtime=True)
 
-    assert client.verify_cache() == {"rf/2": ["artifacts/model.skops"]}
+    assert client.verify_cache() == {"rf/2": [f"artifacts/{MODEL_FILE}"]}
     assert cached_refs(client) == ["rf/1", "rf/2"]  # reporting changes nothing
-    assert client.verify_cache(repair=True) == {"rf/2": ["artifacts/model.skops"]}
+    assert client.verify_cache(repair=True) == {"rf/2": [f"artifacts/{MODEL_FILE}"]}
     assert cached_refs(client) == ["rf/1"]
     assert not version_dir(client, "rf", 2).exists()
     assert client.verify_cache() == {}
@@ -489,7 +495,7 @@ def test_verify_cache_reports_what_the_cheap_check_misses_and_repair_evicts_it(
         rs.load_model("rf/2", client=client, offline=True)
     proxy.clear()
     again = rs.load_model("rf/2", client=client)
-    assert proxy.file_downloads()[f"{world.remote[2]}/model.skops"] == 1
+    assert proxy.file_downloads()[f"{world.remote[2]}/{MODEL_FILE}"] == 1
     np.testing.assert_array_equal(again.predict(world.X), world.expected(2))
 
 
@@ -549,12 +555,14 @@ def test_a_tampered_fast_form_is_never_unpickled(world, tmp_path):
 CONCURRENT_LAUNCHER = r"""
 import contextlib, json, os, pathlib, sys, time, traceback
 
-uri, cache, go, x_file, ref, count, results = sys.argv[1:8]
+uri, cache, go, x_file, ref, count, results, serialization = sys.argv[1:9]
 # The imports are paid once, before forking: on a small machine they cost far more than the
 # loads under test, and every loading process would pay them again.
+import importlib
 import numpy as np
 import registry_sdk as rs
-import mlflow.pyfunc, mlflow.sklearn, sklearn.ensemble, skops.io
+import mlflow.pyfunc, mlflow.sklearn, sklearn.ensemble
+importlib.import_module({"skops": "skops.io"}.get(serialization, serialization))
 
 with contextlib.suppress(Exception):  # MLflow's requirement check scans every installed package
     from mlflow.utils import requirements_utils
@@ -591,6 +599,7 @@ def test_eight_processes_loading_one_uncached_version_download_it_once(world, pr
     cache, go, results = tmp_path / "cache", tmp_path / "go", tmp_path / "results"
     results.mkdir()
     args = [proxy.uri, str(cache), str(go), str(world.x_file), "rf/2", "8", str(results)]
+    args.append(SERIALIZATION)
     launcher = subprocess.Popen(
         [sys.executable, "-c", CONCURRENT_LAUNCHER, *args],
         env=child_env(),
@@ -630,14 +639,14 @@ def test_eight_processes_loading_one_uncached_version_download_it_once(world, pr
 
 @pytest.mark.parametrize("keep_length", [True, False], ids=["content-length", "close-delimited"])
 def test_a_body_cut_mid_stream_is_fetched_again(world, proxy, tmp_path, keep_length):
-    skops = f"{world.remote[1]}/model.skops"
-    size = world.server_file(1, "model.skops").stat().st_size
-    proxy.cut("/model.skops", after_bytes=size // 2, keep_length=keep_length)
+    remote_file = f"{world.remote[1]}/{MODEL_FILE}"
+    size = world.server_file(1, MODEL_FILE).stat().st_size
+    proxy.cut(f"/{MODEL_FILE}", after_bytes=size // 2, keep_length=keep_length)
     client = make_client(proxy.uri, tmp_path / "cache", max_retries=2)
 
     model = rs.load_model("rf/1", client=client)
 
-    assert proxy.file_downloads()[skops] == 2  # cut once, fetched whole the second time
+    assert proxy.file_downloads()[remote_file] == 2  # cut once, fetched whole the second time
     entry = cache_for(client).get("rf", 1)
     assert entry is not None
     assert entry.check(full=True) == []
@@ -648,14 +657,14 @@ def test_a_body_cut_mid_stream_is_fetched_again(world, proxy, tmp_path, keep_len
 
 
 def test_a_body_cut_on_every_attempt_leaves_nothing_behind(world, proxy, tmp_path):
-    size = world.server_file(1, "model.skops").stat().st_size
-    proxy.cut("/model.skops", after_bytes=size // 2, attempts=(1, 2, 3))
+    size = world.server_file(1, MODEL_FILE).stat().st_size
+    proxy.cut(f"/{MODEL_FILE}", after_bytes=size // 2, attempts=(1, 2, 3))
     client = make_client(proxy.uri, tmp_path / "cache", max_retries=2)
 
     with pytest.raises(rs.RegistryUnavailableError):
         rs.load_model("rf/1", client=client)
 
-    assert proxy.file_downloads()[f"{world.remote[1]}/model.skops"] == 3
+    assert proxy.file_downloads()[f"{world.remote[1]}/{MODEL_FILE}"] == 3
     assert cached_refs(client) == []
     versions = version_dir(client, "rf", 1).parent
     assert sorted(p.name for p in versions.iterdir()) == ["1.lock"]
@@ -677,7 +686,7 @@ print("loaded: the stall did not stall", flush=True)
 
 def test_a_process_killed_mid_download_leaves_no_visible_entry(world, proxy, tmp_path):
     cache = tmp_path / "cache"
-    stall = proxy.stall("/model.skops", after_bytes=4096)
+    stall = proxy.stall(f"/{MODEL_FILE}", after_bytes=4096)
     child = subprocess.Popen(
         [sys.executable, "-c", SLOW_CHILD, proxy.uri, str(cache)],
         env=child_env(),
@@ -730,7 +739,7 @@ def test_a_vanilla_random_forest_loads_as_pyfunc_and_native_and_predicts_the_sam
     assert isinstance(model, rs.LoadedModel)
     assert model.version.ref == "rf/1"
     assert model.path.is_relative_to(tmp_path / "pyfunc")
-    assert model.metadata["flavors"]["sklearn"]["serialization_format"] == "skops"
+    assert model.metadata["flavors"]["sklearn"]["serialization_format"] == SERIALIZATION
     np.testing.assert_array_equal(model.predict(world.X), original.predict(world.X))
     assert isinstance(model.unwrap(), RandomForestClassifier)
 

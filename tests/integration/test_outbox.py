@@ -26,8 +26,8 @@ import _proxy
 import mlflow
 import numpy as np
 import pytest
+from _client_version import artifact_paths, download_artifacts
 from _servers import PinnedServer, free_port, migrated_sqlite_db, pinned_sqlite_server
-from _vanilla import artifact_paths, download_artifacts
 from sklearn.linear_model import LogisticRegression
 
 import registry_sdk as rs

@@ -38,6 +38,7 @@ import pandas as pd
 import pytest
 import scipy  # noqa: F401 - imported on purpose, like matplotlib
 import yaml
+from _client_version import MLFLOW_3, registry_uri_keyword
 from lightgbm import LGBMClassifier
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -60,12 +61,16 @@ Y_CLASS = (X_TRAIN[:, 0] + 0.5 * X_TRAIN[:, 1] > 0).astype(np.int64)
 Y_VALUE = X_TRAIN @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + RNG.normal(scale=0.1, size=200)
 X_TEST = RNG.normal(size=(40, 5))
 
+#: The format the SDK saves scikit-learn and LightGBM models in here: skops where every MLflow
+#: expected to load the model reads it (the installed 3.x, and its servers); MLflow 2 reads no
+#: skops, so with MLflow 2 installed the SDK saves them with cloudpickle.
+FORMAT = "skops" if MLFLOW_3 else "cloudpickle"
 # What loading each model needs: its requirements.txt names exactly these distributions, and
 # its `registry_sdk.env.packages` tag those the model object itself references.
 REQUIREMENTS = {
-    "random_forest": {"mlflow", "numpy", "scikit-learn", "skops"},
-    "pipeline": {"mlflow", "numpy", "scikit-learn", "skops"},
-    "lightgbm": {"mlflow", "lightgbm", "numpy", "scikit-learn", "skops"},
+    "random_forest": {"mlflow", "numpy", "scikit-learn", FORMAT},
+    "pipeline": {"mlflow", "numpy", "scikit-learn", FORMAT},
+    "lightgbm": {"mlflow", "lightgbm", "numpy", "scikit-learn", FORMAT},
     "plain_class": {"mlflow", "cloudpickle", "numpy"},
     "main_function": {"mlflow", "cloudpickle", "numpy"},
 }
@@ -242,7 +247,8 @@ def fetch(registry: Registry, outcome: Outcome) -> None:
     """Download the version's artifacts and read its tags, as vanilla MLflow sees them.
 
     Call with ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` set: MLflow resolves the
-    ``models:/`` URI through the process-wide registry URI, whatever ``registry_uri`` says.
+    ``models:/`` URI through the process-wide registry URI, whatever ``registry_uri`` says
+    (and MLflow 2's ``download_artifacts`` has no ``registry_uri``).
     """
     try:
         outcome.artifacts = Path(
@@ -250,7 +256,7 @@ def fetch(registry: Registry, outcome: Outcome) -> None:
                 artifact_uri=f"models:/{outcome.name}@prod",
                 dst_path=str(registry.workdir / "downloads" / outcome.flavor),
                 tracking_uri=registry.uri,
-                registry_uri=registry.uri,
+                **registry_uri_keyword(registry.uri),
             )
         )
         outcome.tags = dict(
@@ -393,7 +399,15 @@ def test_is_saved_in_its_own_mlflow_flavor(outcomes, flavor):
     assert MLFLOW_FLAVOR[flavor] in mlmodel["flavors"]
     assert "python_function" in mlmodel["flavors"]
     if MLFLOW_FLAVOR[flavor] in {"sklearn", "lightgbm"}:
-        assert mlmodel["flavors"][MLFLOW_FLAVOR[flavor]]["serialization_format"] == "skops"
+        conf = mlmodel["flavors"][MLFLOW_FLAVOR[flavor]]
+        if MLFLOW_FLAVOR[flavor] == "lightgbm" and not MLFLOW_3:
+            # MLflow 2's LightGBM flavor has one format for a scikit-learn-API model, cloudpickle,
+            # and records none.
+            assert "serialization_format" not in conf
+            assert conf["data"] == "model.pkl"
+        else:
+            assert conf["serialization_format"] == FORMAT
+        assert outcome.tags[_tags.SERIALIZATION] == FORMAT
     else:
         assert set(mlmodel["flavors"]) == {"python_function"}
 
@@ -426,7 +440,7 @@ def test_a_random_forest_needs_numpy_and_scikit_learn_only_whatever_else_was_imp
         "mlflow",
         "numpy",
         "scikit-learn",
-        "skops",
+        FORMAT,
     }
     # ...although the training process used pandas (the training frame) and had these loaded:
     assert json.loads(outcome.tags[f"{_tags.DATA_PREFIX}frame"])["shape"] == [200, 5]

@@ -39,8 +39,8 @@ import mlflow.artifacts
 import numpy as np
 import pytest
 import yaml
+from _client_version import artifact_paths, download_artifacts
 from _servers import PinnedServer
-from _vanilla import artifact_paths, download_artifacts
 from _versions import (
     INSTALLED,
     NEW_2X,

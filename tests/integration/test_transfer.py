@@ -28,8 +28,8 @@ import mlflow
 import mlflow.artifacts
 import numpy as np
 import pytest
+from _client_version import artifact_paths, download_artifacts, no_files_under
 from _servers import migrated_sqlite_db
-from _vanilla import artifact_paths, download_artifacts, no_files_under
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import fluent
