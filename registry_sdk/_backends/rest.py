@@ -676,26 +676,27 @@ class RestBackend:
 
     # ---------------------------------------------------------------------------- runs
 
-    def run_artifact_uri(self, run_id: str) -> str:
-        """The root of the run's artifacts, as the server names it."""
+    def _run(self, run_id: str) -> tuple[Any, dict[str, Any]]:
+        """``GET /runs/get``: the run as sent, and its ``info`` (empty when malformed)."""
         action = f"get run {run_id!r}"
         data = self._json("GET", "/runs/get", params={"run_id": run_id}, action=action)
         run = self._field(data, "run", action)
         info = run.get("info") if isinstance(run, dict) else None
-        uri = info.get("artifact_uri") if isinstance(info, dict) else None
+        return run, info if isinstance(info, dict) else {}
+
+    def run_artifact_uri(self, run_id: str) -> str:
+        """The root of the run's artifacts, as the server names it."""
+        uri = self._run(run_id)[1].get("artifact_uri")
         if not isinstance(uri, str) or not uri:
-            msg = f"{action}: the server's reply names no artifact location for the run"
+            msg = f"get run {run_id!r}: the server's reply names no artifact location for the run"
             raise InvalidResponseError(msg)
         return uri
 
     def get_run(self, run_id: str) -> RunData:
         """The run (params, metrics, tags) and its experiment's name."""
-        action = f"get run {run_id!r}"
-        data = self._json("GET", "/runs/get", params={"run_id": run_id}, action=action)
-        run = self._field(data, "run", action)
         # The run is checked by RunData.from_json; here a malformed one just has no experiment.
-        info = run.get("info") if isinstance(run, dict) else None
-        experiment_id = info.get("experiment_id") if isinstance(info, dict) else None
+        run, info = self._run(run_id)
+        experiment_id = info.get("experiment_id")
         name = None
         if experiment_id is not None:
             try:
