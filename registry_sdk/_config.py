@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
+#: Seconds after which an operation starts no new retry (``REGISTRY_SDK_DEADLINE``).
+DEFAULT_DEADLINE = 120.0
+#: Seconds a call may take when its caller can fall back (a cached alias resolution, the
+#: outbox) instead (``REGISTRY_SDK_FALLBACK_TIMEOUT``; never more than the timeout).
+DEFAULT_FALLBACK_TIMEOUT = 10.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -65,6 +70,14 @@ def _first_number(env: Mapping[str, str], *keys: str, whole: bool = False) -> fl
             raise ValueError(msg)
         return number
     return None
+
+
+def _seconds(given: float | None, env: Mapping[str, str], key: str, default: float) -> float:
+    """An argument, else the environment variable ``key``, else ``default``."""
+    if given is not None:
+        return given
+    from_env = _first_number(env, key)
+    return default if from_env is None else from_env
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -222,6 +235,10 @@ class Settings:
     offline: bool = False
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: Seconds after which an operation starts no new retry; a try under way keeps its timeout.
+    deadline: float = DEFAULT_DEADLINE
+    #: Seconds a call may take when its caller has a fallback (capped at ``timeout``).
+    fallback_timeout: float = DEFAULT_FALLBACK_TIMEOUT
     token: str | None = attrs.field(default=None, repr=False)
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
@@ -260,6 +277,8 @@ class Settings:
         max_retries: int | None = None,
         require_digest: bool | None = None,
         allow_local_artifacts: bool | None = None,
+        deadline: float | None = None,
+        fallback_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve settings: an argument beats its environment variable, which beats the default.
@@ -292,9 +311,18 @@ class Settings:
                 env, "REGISTRY_SDK_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", whole=True
             )
             max_retries = DEFAULT_MAX_RETRIES if env_retries is None else int(env_retries)
-        if not math.isfinite(timeout) or timeout <= 0:
-            msg = f"timeout must be a positive number of seconds, got {timeout}"
-            raise ValueError(msg)
+        deadline = _seconds(deadline, env, "REGISTRY_SDK_DEADLINE", DEFAULT_DEADLINE)
+        fallback_timeout = _seconds(
+            fallback_timeout, env, "REGISTRY_SDK_FALLBACK_TIMEOUT", DEFAULT_FALLBACK_TIMEOUT
+        )
+        for label, seconds in (
+            ("timeout", timeout),
+            ("deadline", deadline),
+            ("fallback_timeout", fallback_timeout),
+        ):
+            if not math.isfinite(seconds) or seconds <= 0:
+                msg = f"{label} must be a positive number of seconds, got {seconds}"
+                raise ValueError(msg)
         if max_retries < 0:
             msg = f"max_retries must be 0 or more, got {max_retries}"
             raise ValueError(msg)
@@ -313,6 +341,8 @@ class Settings:
             offline=bool(offline),
             timeout=float(timeout),
             max_retries=int(max_retries),
+            deadline=float(deadline),
+            fallback_timeout=float(min(fallback_timeout, timeout)),
             token=token,
             username=username or None,
             password=password or None,

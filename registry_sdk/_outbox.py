@@ -292,6 +292,37 @@ def _read_servers(path: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+def tracking_unreachable(client: RegistryClient) -> RegistryUnavailableError | None:
+    """Why the client's tracking server cannot be reached now, or None when it answers.
+
+    One quick try, no retry, within the fallback timeout: where the model can wait in the
+    outbox, a server that refuses the connection or does not answer is not waited for (MLflow's
+    own client would retry for a minute). A store that is not a server is always reachable.
+    """
+    from registry_sdk._retry import operation
+
+    settings = client.settings
+    if urlsplit(settings.tracking_uri).scheme.lower() not in {"http", "https"}:
+        return None
+    if settings.tracking_uri.rstrip("/") == settings.registry_uri.rstrip("/"):
+        backend = client.backend
+    else:
+        from registry_sdk._backends.rest import RestBackend
+
+        backend = RestBackend(attrs.evolve(settings, registry_uri=settings.tracking_uri))
+    request = getattr(backend, "request", None)
+    if request is None:  # pragma: no cover - a server URI always gets the REST backend
+        return None
+    with operation(settings, fallback=True):
+        try:
+            request("GET", "/health", action="reach the tracking server", retry=False)
+        except RegistryUnavailableError as exc:
+            return exc
+        except RegistryError:  # it answered (a proxy's 404 or 403): it is there
+            return None
+    return None
+
+
 @contextmanager
 def bounded_mlflow_http(timeout: float, max_retries: int) -> Iterator[None]:
     """Bound MLflow's own HTTP retries by our settings unless the user set them explicitly."""
@@ -518,6 +549,9 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
     from registry_sdk.errors import from_mlflow_exception
 
     settings = client.settings
+    down = tracking_unreachable(client)
+    if down is not None:
+        raise down
     tracking = mlflow.MlflowClient(tracking_uri=client.tracking_uri)
     try:
         with bounded_mlflow_http(settings.timeout, settings.max_retries):
@@ -630,6 +664,8 @@ def push_pending(client: RegistryClient | None = None) -> list[ModelVersion]:
             where = (_location(entry.tracking_uri), _location(entry.registry_uri))
             elsewhere.setdefault(where, []).append(entry)
             continue
+        if isinstance(first_error, RegistryUnavailableError):
+            continue  # the registry is down: the other entries would only wait for it too
         try:
             pushed.append(push(entry, client))
         except RegistryError as exc:

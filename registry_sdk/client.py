@@ -26,7 +26,7 @@ import attrs
 
 from registry_sdk import _tags
 from registry_sdk._config import Settings
-from registry_sdk._retry import backoff, retrying
+from registry_sdk._retry import Failure, operation, retry_call
 from registry_sdk.entities import AliasEvent, ModelVersion, RegisteredModel
 from registry_sdk.errors import (
     AliasNotFoundError,
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
-    import tenacity
     from typing_extensions import Self
 
     from registry_sdk._backends.base import Backend, Page, ServerInfo
@@ -105,7 +104,13 @@ class RegistryClient:
             cache directory.
         offline: never touch the network (``REGISTRY_SDK_OFFLINE``).
         timeout: seconds per HTTP call (``REGISTRY_SDK_TIMEOUT``, default 30).
-        max_retries: retries of a failed call (``REGISTRY_SDK_MAX_RETRIES``, default 5).
+        max_retries: retries of one operation, over every layer that retries
+            (``REGISTRY_SDK_MAX_RETRIES``, default 5).
+        deadline: seconds after which an operation starts no new retry
+            (``REGISTRY_SDK_DEADLINE``, default 120); a try under way keeps its timeout.
+        fallback_timeout: seconds a call may take when there is a fallback: an alias load
+            with a cached resolution, ``@register`` with its outbox
+            (``REGISTRY_SDK_FALLBACK_TIMEOUT``, default 10, never more than ``timeout``).
         require_digest: refuse to load a version that carries no artifact digest
             (``REGISTRY_SDK_REQUIRE_DIGEST``; default off: vanilla-registered versions load).
         allow_local_artifacts: let a remote server name artifact locations on this machine's
@@ -127,6 +132,8 @@ class RegistryClient:
         max_retries: int | None = None,
         require_digest: bool | None = None,
         allow_local_artifacts: bool | None = None,
+        deadline: float | None = None,
+        fallback_timeout: float | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             tracking_uri,
@@ -137,6 +144,8 @@ class RegistryClient:
             max_retries=max_retries,
             require_digest=require_digest,
             allow_local_artifacts=allow_local_artifacts,
+            deadline=deadline,
+            fallback_timeout=fallback_timeout,
         )
         self._backend: Backend | None = None
         self._sleep: Callable[[float], None] = time.sleep
@@ -903,23 +912,22 @@ class RegistryClient:
         return self._with_aliases(ordered[0])
 
     def _retry_creation(self, attempt: Callable[[list[int]], T]) -> T:
-        timeout = self.settings.timeout
+        """Run ``attempt`` until it succeeds, within the operation's one retry budget.
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            asked = getattr(error, "retry_after", None)
-            if isinstance(asked, (int, float)):
-                return min(float(asked), timeout)  # the server's wish, capped like the transport
-            return backoff(state.attempt_number)
+        The lookups and creates inside each attempt spend the same budget, so an endless 5xx
+        costs at most ``max_retries + 1`` requests in all.
+        """
 
-        policy = retrying(
-            attempts=self.settings.max_retries + 1,
-            retry_on=RegistryUnavailableError,
-            sleep=self._sleep,
-            wait=wait,
-        )
+        def classify(exc: BaseException) -> tuple[Failure, float | None] | None:
+            if not isinstance(exc, RegistryUnavailableError):
+                return None
+            return Failure(exc.failure), exc.retry_after
+
         state = [0]
-        return policy(attempt, state)
+        with operation(self.settings) as budget:
+            return retry_call(
+                lambda: attempt(state), budget=budget, classify=classify, sleep=self._sleep
+            )
 
 
 def _model_id_of(source: str, model_id: str | None) -> str | None:

@@ -200,16 +200,25 @@ def _tracking(client: RegistryClient, tags: Mapping[str, str]) -> Iterator[tuple
     Yields (run or None, started_here). When the tracking server cannot be reached, yields no
     run: training still happens and the model goes to the outbox.
     """
-    import mlflow
-
-    active = mlflow.active_run()
+    # Without mlflow imported, nobody started a run: no need to import it to ask.
+    fluent = sys.modules.get("mlflow")
+    active = fluent.active_run() if fluent is not None else None
     if active is not None:
         yield active, False
         return
+    from registry_sdk._outbox import bounded_mlflow_http, tracking_unreachable
+
+    down = tracking_unreachable(client)
+    if down is not None:
+        # Not worth MLflow's minute of retries: the model will wait in the outbox.
+        logger.debug("training without an MLflow run: %s", down)
+        yield None, False
+        return
+    import mlflow
+
     # Restored afterwards; None (never set) goes back to MLflow resolving env and default.
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None  # type: ignore[no-untyped-call]
     mlflow.set_tracking_uri(client.tracking_uri)
-    from registry_sdk._outbox import bounded_mlflow_http
 
     try:
         try:
@@ -409,7 +418,7 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
                 f"registered yet. It is saved in the outbox at {entry.path}; run "
                 f"registry_sdk.push_pending() (or `registry push`) to register it. ({exc})"
             )
-            logger.error(message)  # noqa: TRY400 - the warning below carries the traceback-free story
+            logger.debug(message)
             warnings.warn(message, PendingRegistrationWarning, stacklevel=3)
     return result
 

@@ -165,9 +165,13 @@ class RegistryUnavailableError(RegistryError, ConnectionError):
     """The registry could not be reached, or kept failing until the retries were spent.
 
     ``retry_after`` holds the seconds the server asked the client to wait, when it said.
+    ``failure`` says what happened: ``"refused"`` (nothing listens there, or the host is
+    unknown), ``"timeout"`` (no answer in time) or ``"transient"`` (a 5xx, 408, 429 or a
+    reply cut short).
     """
 
     retry_after: float | None = None
+    failure: str = "transient"
 
 
 class UnsupportedServerError(RegistryError):

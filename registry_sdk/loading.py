@@ -53,6 +53,7 @@ from registry_sdk._cache import (
     ModelCache,
     version_identity,
 )
+from registry_sdk._retry import operation
 from registry_sdk.errors import (
     CacheIntegrityError,
     OfflineError,
@@ -187,15 +188,19 @@ def _resolve(
     remembered_as = _pseudo_alias(ref)
     assert remembered_as is not None  # noqa: S101 - every moving kind has one
     if not offline:
+        # Asked before the request: with a resolution to fall back on, an unreachable
+        # registry is given up on at once (no retries on a refused connection, a short
+        # timeout), as the cached answer is better than a slow one.
+        recalled = cache.recall(ref.name, remembered_as) if stale_ok else None
         try:
-            if ref.kind is RefKind.ALIAS:
-                assert ref.alias is not None  # noqa: S101
-                mv = client.backend.get_version_by_alias(ref.name, ref.alias)  # one request
-            else:
-                mv = client.resolve(ref)
+            with operation(client.settings, fallback=recalled is not None):
+                if ref.kind is RefKind.ALIAS:
+                    assert ref.alias is not None  # noqa: S101
+                    mv = client.backend.get_version_by_alias(ref.name, ref.alias)  # one request
+                else:
+                    mv = client.resolve(ref)
         except RegistryUnavailableError as exc:
-            recalled = cache.recall(ref.name, remembered_as)
-            if recalled is None or not stale_ok:
+            if recalled is None:
                 raise
             version, resolved_at = recalled
             age = _age(time.time() - resolved_at)
@@ -203,7 +208,7 @@ def _resolve(
                 f"the registry is unreachable, so {ref} was resolved from the cache to version "
                 f"{version}, as last seen {age} ago ({exc})"
             )
-            logger.warning(message)
+            logger.debug(message)
             warnings.warn(message, StaleAliasWarning, stacklevel=4)
             return version, None
         cache.remember(ref.name, remembered_as, mv.version)
@@ -246,12 +251,12 @@ def _ensure_cached(
         if offline:
             raise
         logger.warning("%s; fetching %s again", exc, label)
-        return _fill(client, cache, ref.name, version, replace=True)
+        return _fill(client, cache, ref.name, version, replace=True, fresh=fresh)
     if entry is None:
         if offline:
             msg = f"offline mode: {label} is not in the cache at {cache.base}"
             raise OfflineError(msg)
-        return _fill(client, cache, ref.name, version)
+        return _fill(client, cache, ref.name, version, fresh=fresh)
     bad, moved = entry.check_detail()
     if bad:
         if offline:
@@ -261,7 +266,7 @@ def _ensure_cached(
             )
             raise CacheIntegrityError(msg)
         logger.warning("cached files of %s are corrupt (%s); fetching again", label, bad)
-        return _fill(client, cache, ref.name, version, replace=True)
+        return _fill(client, cache, ref.name, version, replace=True, fresh=fresh)
     if moved:
         # Copied or touched, content unchanged (hashed just now): remember the new stat
         # fields so that the next load does not hash the files again.
@@ -286,14 +291,14 @@ def _check_fresh(
             "re-created, or the version replaced); fetching the current one",
             fresh.ref,
         )
-        return _fill(client, cache, name, version, replace=True)
+        return _fill(client, cache, name, version, replace=True, fresh=fresh)
     expected = fresh.tags.get(_digest.DIGEST_TAG, "").strip().lower()
     if expected and expected != entry.digest:
         logger.warning(
             "the digest recorded on %s changed since it was cached; fetching and verifying it",
             fresh.ref,
         )
-        return _fill(client, cache, name, version, replace=True)
+        return _fill(client, cache, name, version, replace=True, fresh=fresh)
     if expected and not entry.digest_verified:  # sealed after it was cached: same files
         verified = attrs.evolve(entry, version=fresh, digest_verified=True)
         return _rewrite(cache, entry, verified, version=fresh, digest_verified=True)
@@ -327,12 +332,25 @@ def _require_digest(client: RegistryClient, mv: ModelVersion, entry: CachedVersi
 
 
 def _fill(
-    client: RegistryClient, cache: ModelCache, name: str, version: int, *, replace: bool = False
+    client: RegistryClient,
+    cache: ModelCache,
+    name: str,
+    version: int,
+    *,
+    replace: bool = False,
+    fresh: ModelVersion | None = None,
 ) -> CachedVersion:
+    """Download ``name/version`` into the cache.
+
+    ``fresh``, if given, is that version as the registry described it just now: not asked again.
+    """
     from registry_sdk._download import download
 
     backend = client.backend
-    mv = client.get_version(name, version)
+    if fresh is not None and (fresh.name, fresh.version) == (name, version):
+        mv = fresh
+    else:
+        mv = client.get_version(name, version)
     _require_digest(client, mv, None)
     uri = backend.get_download_uri(name, version)
     return cache.fill(

@@ -27,7 +27,7 @@ from registry_sdk._capabilities import (
     parse_server_version,
 )
 from registry_sdk._progress import Progress
-from registry_sdk._retry import backoff, retrying
+from registry_sdk._retry import Failure, current, is_refused, operation, retry_call
 from registry_sdk._version import __version__
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
@@ -47,8 +47,6 @@ from registry_sdk.webhooks import Webhook, WebhookTestResult, events_to_json
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
-
-    import tenacity
 
     from registry_sdk._config import Settings
 
@@ -92,6 +90,8 @@ class _Transient(Exception):  # noqa: N818 - a signal to retry, never seen outsi
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        kind = getattr(error, "failure", Failure.TRANSIENT.value)
+        self.failure = Failure(kind)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -159,19 +159,14 @@ class RestBackend:
 
     # ---------------------------------------------------------------------------- transport
 
-    def _delay(self, exc: BaseException | None, attempt: int) -> float:
-        """How long to wait after failed attempt ``attempt`` (1-based)."""
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            # Honour the server's wish, but never wait longer than one call may take.
-            return min(exc.retry_after, self._timeout)
-        return backoff(attempt)
+    def _log_retry(self, exc: BaseException, tries: int, delay: float) -> None:
+        logger.info("retrying after %s (attempt %d, waiting %.2fs)", exc, tries, delay)
 
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        logger.info(
-            "retrying after %s (attempt %d, waiting %.2fs)", exc, state.attempt_number, wait
-        )
+    @staticmethod
+    def _classify(exc: BaseException) -> tuple[Failure, float | None] | None:
+        if not isinstance(exc, _Transient):
+            return None
+        return exc.failure, exc.retry_after
 
     def _attempt(
         self,
@@ -182,6 +177,7 @@ class RestBackend:
         subject: Subject | None,
         action: str,
         stream: bool = False,
+        timeout: float | None = None,
     ) -> requests.Response:
         started = time.perf_counter()
         try:
@@ -192,7 +188,7 @@ class RestBackend:
                 url,
                 params=params,
                 json=body,
-                timeout=self._timeout,
+                timeout=timeout or self._timeout,
                 verify=self._session.verify,
                 stream=stream,
             )
@@ -202,10 +198,14 @@ class RestBackend:
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
-            error: RegistryError = RegistryUnavailableError(
+            unavailable = RegistryUnavailableError(
                 redact(f"{action}: cannot reach the registry at {self.uri}: {exc}")
             )
-            raise _Transient(error) from None
+            if isinstance(exc, requests.Timeout):
+                unavailable.failure = Failure.TIMEOUT.value
+            elif is_refused(exc):
+                unavailable.failure = Failure.REFUSED.value
+            raise _Transient(unavailable) from None
         except requests.RequestException as exc:
             msg = redact(f"{action}: request to {self.uri} failed: {exc}")
             raise RegistryError(msg) from None
@@ -237,30 +237,26 @@ class RestBackend:
     ) -> requests.Response:
         """Send one API call, retrying transient failures unless ``retry`` is false.
 
-        The first attempt runs without tenacity, so the happy path never imports it; only a
-        transient failure brings in the retry machinery for the remaining attempts.
+        Retries spend the budget of the operation under way (see :mod:`registry_sdk._retry`),
+        or a fresh one for a lone call; a call with ``retry=False`` is tried once.
         """
+        budget = current(self.settings)
         args = (method, self.uri + endpoint, params, body, subject, action, stream)
+        timeout = budget.request_timeout
+
+        def attempt() -> requests.Response:
+            return self._attempt(*args, timeout=timeout)
+
         try:
-            return self._attempt(*args)
-        except _Transient as first:
-            if not retry or self.settings.max_retries == 0:
-                raise self._final(first) from None
-            delay = self._delay(first, 1)
-            logger.info("retrying after %s (attempt 1, waiting %.2fs)", first, delay)
-            self._sleep(delay)
-        policy = retrying(
-            attempts=self.settings.max_retries,
-            retry_on=_Transient,
-            sleep=self._sleep,
-            # Attempt numbers continue after the first, untimed attempt above.
-            wait=lambda state: self._delay(
-                state.outcome.exception() if state.outcome else None, state.attempt_number + 1
-            ),
-            before_sleep=self._log_retry,
-        )
-        try:
-            return policy(self._attempt, *args)
+            if not retry:
+                return attempt()
+            return retry_call(
+                attempt,
+                budget=budget,
+                classify=self._classify,
+                sleep=self._sleep,
+                on_retry=self._log_retry,
+            )
         except _Transient as final:
             raise self._final(final) from None
 
@@ -927,6 +923,20 @@ class RestBackend:
             self._download_file(remote, target, progress, size)
         progress.close()
 
+    def _get_once(self, endpoint: str, action: str) -> requests.Response:
+        """One streamed GET; a transient failure stays a ``_Transient`` for the caller's loop."""
+        budget = current(self.settings)
+        return self._attempt(
+            "GET",
+            self.uri + endpoint,
+            None,
+            None,
+            None,
+            action,
+            stream=True,
+            timeout=budget.request_timeout,
+        )
+
     def _download_file(self, remote: str, target: Path, progress: Progress, size: int = -1) -> None:
         """Fetch one file; ``size`` (-1: unknown) is what the listing announced."""
         endpoint = f"{ARTIFACTS_API}/{quote(remote)}"
@@ -936,7 +946,7 @@ class RestBackend:
             written = 0
             try:
                 with (
-                    self.request("GET", endpoint, action=action, stream=True) as response,
+                    self._get_once(endpoint, action) as response,
                     os.fdopen(os.open(target, _WRITE_FLAGS, 0o666), "wb") as fh,
                 ):
                     for chunk in response.iter_content(chunk_size=1 << 20):
@@ -962,19 +972,19 @@ class RestBackend:
                 msg = f"{action}: got {written} bytes, the listing announced {size}"
                 raise _Transient(RegistryUnavailableError(redact(msg)))
 
-        policy = retrying(
-            attempts=self.settings.max_retries + 1,
-            retry_on=_Transient,
-            sleep=self._sleep,
-            wait=lambda state: self._delay(
-                state.outcome.exception() if state.outcome else None, state.attempt_number
-            ),
-            before_sleep=self._log_retry,
-        )
-        try:
-            policy(attempt)
-        except _Transient as final:
-            raise final.error from None
+        # One budget per file, spent by this loop alone: the GETs inside are sent once each,
+        # so an endlessly failing file costs at most max_retries + 1 of them.
+        with operation(self.settings, fresh=True) as budget:
+            try:
+                retry_call(
+                    attempt,
+                    budget=budget,
+                    classify=self._classify,
+                    sleep=self._sleep,
+                    on_retry=self._log_retry,
+                )
+            except _Transient as final:
+                raise self._final(final) from None
 
     # ---------------------------------------------------------------------------- diagnostics
 

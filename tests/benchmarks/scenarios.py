@@ -157,6 +157,92 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
     return [pyfunc, native, cli]
 
 
+def _outage_setup(workdir: Path) -> None:
+    """A server with rf@prod, a cache filled from it, then the server stopped: refused."""
+    root = workdir / "server"
+    root.mkdir(parents=True, exist_ok=True)
+    server = MlflowServer("outage", f"sqlite:///{root / 'mlflow.db'}", root).start()
+    try:
+        subprocess.run(
+            [PY, str(JOBS / "setup_rf_server.py"), server.uri],
+            check=True,
+            capture_output=True,
+            cwd=root,
+        )
+        (workdir / "uri").write_text(server.uri)
+        subprocess.run(
+            [
+                PY,
+                "-c",
+                (
+                    "import os, registry_sdk as rs; "
+                    "os.environ['MLFLOW_TRACKING_URI'] = open('uri').read(); "
+                    "os.environ['REGISTRY_SDK_CACHE_DIR'] = os.path.abspath('cache'); "
+                    "rs.load_model('rf@prod')"
+                ),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=workdir,
+        )
+    finally:
+        server.stop()
+
+
+def _outage_scenarios(repeat: int) -> list[Scenario]:
+    """Time to fall back with the server stopped, default settings (absolute targets)."""
+    job = str(JOBS / "outage.py")
+    first = True
+
+    def scenario(name: str, description: str, mode: str, target: float) -> Scenario:
+        nonlocal first
+        setup, first = (_outage_setup if first else _reuse_outage_setup), False
+        return Scenario(
+            name=name,
+            description=description,
+            ours=[PY, job, mode],
+            baseline=None,
+            target_seconds=target,
+            repeat=max(3, repeat // 3),
+            warmup=0,
+            setup=setup,
+            env={"MLFLOW_TRACKING_URI": "", "REGISTRY_SDK_CACHE_DIR": ""},
+            metric="seconds",
+        )
+
+    return [
+        scenario(
+            "outage_cached_alias",
+            "server down: load_model('rf@prod') falls back to the cached resolution (s)",
+            "cached-alias",
+            1.0,
+        ),
+        scenario(
+            "outage_uncached_load",
+            "server down: load_model of an uncached version raises RegistryUnavailableError (s)",
+            "uncached",
+            2.0,
+        ),
+        scenario(
+            "outage_register",
+            "server down: @register puts the model in the outbox, beyond training (s)",
+            "register",
+            2.0,
+        ),
+    ]
+
+
+def _reuse_outage_setup(workdir: Path) -> None:
+    """Share the first outage scenario's stopped server (the others need no cached model)."""
+    source = workdir.parent / "outage_cached_alias"
+    (workdir / "uri").write_text((source / "uri").read_text())
+
+
 def all_scenarios(repeat: int) -> list[Scenario]:
     """Every scenario, in report order."""
-    return [import_scenario(repeat), register_scenario(repeat), *_load_scenarios(repeat)]
+    return [
+        import_scenario(repeat),
+        register_scenario(repeat),
+        *_load_scenarios(repeat),
+        *_outage_scenarios(repeat),
+    ]

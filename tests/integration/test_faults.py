@@ -245,11 +245,13 @@ def test_creating_during_an_endless_502_fails_typed_and_creates_nothing(world, p
     with via(proxy, tmp_path / "cache") as client, pytest.raises(rs.RegistryUnavailableError):
         client.create_version(name, **world.source)
     assert world.versions(name, tmp_path / "admin") == []
-    # The client's budget is 4 tries: the create, then 3 lookups of the idempotency key (each
-    # retried within the transport's own budget of 4) that never get an answer. A create is
-    # never sent again while the key's fate is unknown.
-    assert proxy.endpoints()["model-versions/create"] == 1
-    assert proxy.endpoints()["model-versions/search"] == RETRIES * (RETRIES + 1)
+    # One budget for the whole operation, shared by the client's re-creation loop and the
+    # transport: the create, then lookups of the idempotency key that never get an answer,
+    # max_retries + 1 requests in all. A create is never sent again while the key's fate is
+    # unknown.
+    counts = proxy.endpoints()
+    assert counts["model-versions/create"] == 1
+    assert counts["model-versions/create"] + counts["model-versions/search"] == RETRIES + 1
 
 
 def test_a_load_during_an_endless_502_serves_the_cached_resolution_with_a_warning(
@@ -332,6 +334,20 @@ def test_downloads_cut_every_time_fail_typed_and_leave_no_entry(world, proxy, tm
         model = client.load_model(world.version.ref)
         assert np.all(model.predict(world.X) == 7.0)
         assert client.verify_cache() == {}
+
+
+def test_a_file_answered_502_every_time_costs_at_most_max_retries_plus_one_gets(
+    world, proxy, tmp_path
+):
+    proxy.error_burst(world.big, method="GET", attempts=None)
+    with via(proxy, tmp_path / "cache") as client:
+        with pytest.raises(rs.RegistryUnavailableError) as failed:
+            client.load_model(world.version.ref)
+        assert failed.value.status == 502
+        assert client.cached_versions() == []
+    # One budget per file, spent by one layer: not the transport's retries times the
+    # download's whole-file retries.
+    assert proxy.file_downloads()[f"{world.remote}/{world.big}"] == RETRIES + 1
 
 
 def test_a_download_stalled_mid_body_times_out_and_is_fetched_again(world, proxy, tmp_path):
