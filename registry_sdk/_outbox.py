@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import time
@@ -53,10 +54,17 @@ import attrs
 from registry_sdk import _tags
 from registry_sdk._capabilities import version_tuple
 from registry_sdk._config import strip_userinfo
-from registry_sdk.errors import RegistryError, RegistryUnavailableError, redact
+from registry_sdk.errors import (
+    ConfigurationError,
+    InvalidReferenceError,
+    NotFoundError,
+    RegistryError,
+    RegistryUnavailableError,
+    redact,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from registry_sdk._capabilities import Capabilities
     from registry_sdk.client import RegistryClient
@@ -73,6 +81,12 @@ _FORMAT = 1
 SERIALIZATION_TAG = _tags.SERIALIZATION
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SQLITE = "sqlite:///"
+#: The longest error text an entry keeps.
+_MAX_ERROR = 1000
+#: What a user may type as an entry id: a key (hex) or an entry's directory name.
+_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,127}")
+#: The shortest key prefix that selects an entry.
+MIN_ID_PREFIX = 4
 
 
 def recorded_uri(uri: str) -> str:
@@ -157,6 +171,12 @@ class Entry:
     #: once (a later push uploads to the same place), and whether the upload completed.
     run_artifact_path: str | None = None
     artifacts_logged: bool = False
+    #: Every push tried (``attempts`` counts only those that got as far as creating the
+    #: version), when the last one started (epoch seconds) and why it failed, redacted.
+    #: Entries written before these existed read as never tried.
+    pushes: int = 0
+    last_attempt_at: float | None = None
+    last_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON stored in ``entry.json``."""
@@ -166,10 +186,19 @@ class Entry:
 
     @classmethod
     def load(cls, path: Path) -> Entry:
-        """Read the entry stored in directory ``path``."""
+        """Read the entry stored in directory ``path`` (fields it does not know are ignored)."""
         data = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
-        data.pop("format", None)
-        return cls(path=path, **data)
+        if not isinstance(data, dict):
+            msg = f"expected a JSON object, got {type(data).__name__}"
+            raise TypeError(msg)
+        # A newer registry_sdk may record more; what this one cannot use it leaves out.
+        known = {a.name for a in attrs.fields(cls)} - {"path"}
+        return cls(path=path, **{k: v for k, v in data.items() if k in known})
+
+    @property
+    def id(self) -> str:
+        """What the ``registry outbox`` commands call the entry: its idempotency key."""
+        return self.key
 
     def save(self) -> None:
         """Rewrite ``entry.json`` atomically (readable by its owner only)."""
@@ -243,6 +272,135 @@ def pending(cache_dir: Path) -> list[Entry]:
         except (OSError, ValueError, TypeError) as exc:
             logger.warning("skipping unreadable outbox entry %s: %s", child, exc)
     return entries
+
+
+def find(cache_dir: Path, ids: Iterable[str]) -> list[Entry]:
+    """The entries ``ids`` name, in that order, each once; every id is checked before any result.
+
+    An id is an entry's key (what ``registry outbox ls`` shows), a unique prefix of at least
+    :data:`MIN_ID_PREFIX` characters of one, or an entry's directory name. Ids are only ever
+    compared with the entries found in the outbox, never used to build a path.
+
+    Raises:
+        InvalidReferenceError: an id is malformed (say ``../x``) or its prefix is ambiguous.
+        NotFoundError: no entry has that id.
+        CacheIntegrityError: the outbox is not private (see :func:`check_outbox`).
+    """
+    entries = pending(cache_dir)
+    chosen: dict[str, Entry] = {}
+    for text in ids:
+        entry = _match(entries, text, cache_dir)
+        chosen.setdefault(entry.path.name, entry)
+    return list(chosen.values())
+
+
+def _match(entries: list[Entry], text: str, cache_dir: Path) -> Entry:
+    if not _ID_PATTERN.fullmatch(text):
+        msg = (
+            f"{text!r} is not an outbox entry id: an id is the key `registry outbox ls` shows "
+            f"(letters, digits and '-'), or a unique prefix of at least {MIN_ID_PREFIX} "
+            "characters of one"
+        )
+        raise InvalidReferenceError(msg)
+    wanted = text.lower()
+    found = [e for e in entries if wanted in (e.key.lower(), e.path.name.lower())]
+    if not found and len(wanted) >= MIN_ID_PREFIX:
+        found = [e for e in entries if e.key.lower().startswith(wanted)]
+    if len(found) > 1:
+        matches = ", ".join(f"{e.key} ({e.name})" for e in found)
+        msg = (
+            f"outbox entry id {text!r} matches {len(found)} entries ({matches}); "
+            "give more characters"
+        )
+        raise InvalidReferenceError(msg)
+    if not found:
+        hint = (
+            f"a prefix needs at least {MIN_ID_PREFIX} characters"
+            if len(wanted) < MIN_ID_PREFIX
+            else "`registry outbox ls` lists the entries"
+        )
+        msg = f"no outbox entry {text!r} in {outbox_dir(cache_dir)} ({hint})"
+        raise NotFoundError(msg)
+    return found[0]
+
+
+def discard(entry: Entry) -> None:
+    """Delete ``entry`` from the outbox without registering it: its saved model is gone.
+
+    One rename takes it out of the outbox (a pusher sees the whole entry or none), under the
+    lock a push of it holds, so an entry being pushed right now is never pulled from under
+    the push.
+
+    Raises:
+        RegistryError: a push of the entry is running; try again when it is done.
+        NotFoundError: the entry is not in the outbox (any more).
+        CacheIntegrityError: the outbox is not private (see :func:`check_outbox`).
+    """
+    from filelock import FileLock, Timeout
+
+    from registry_sdk._cache import check_private_dir
+
+    root = entry.path.parent
+    check_private_dir(root, what="outbox")
+    lock_path = _lock_path(entry)
+    try:
+        with FileLock(str(lock_path), timeout=0):
+            if not (entry.path / ENTRY_FILE).is_file():
+                msg = f"outbox entry {entry.key} ({entry.name}) is no longer in {root}"
+                raise NotFoundError(msg)
+            trash = root / f".discarded-{entry.path.name}-{uuid.uuid4().hex[:8]}"
+            entry.path.replace(trash)
+            if trash.is_symlink():  # never follow a link out of the outbox
+                trash.unlink()
+            else:
+                shutil.rmtree(trash, ignore_errors=True)
+    except Timeout:
+        msg = (
+            f"outbox entry {entry.key} ({entry.name}) is being pushed right now; "
+            "try again when that push is done"
+        )
+        raise RegistryError(msg) from None
+    lock_path.unlink(missing_ok=True)
+
+
+def push_selected(client: RegistryClient, ids: Iterable[str]) -> list[ModelVersion]:
+    """Register the entries ``ids`` name (see :func:`find`), each exactly once, in that order.
+
+    Like :func:`push_pending`, only entries staged for ``client``'s own registry are pushed:
+    naming another one is refused before anything is pushed. An entry that fails stays; the
+    first failure is raised after the others were tried.
+
+    Raises:
+        InvalidReferenceError, NotFoundError: an id is malformed, ambiguous or unknown.
+        ConfigurationError: an entry waits for another registry than ``client``'s.
+        RegistryError: the first entry that could not be pushed.
+    """
+    entries = find(client.settings.cache_dir, ids)
+    foreign = [e for e in entries if not same_registry(e, client)]
+    if foreign:
+        first = foreign[0]
+        tracking = redact(first.tracking_uri)
+        msg = (
+            f"outbox entry {first.key} ({first.name}) was staged for the registry at "
+            f"{redact(first.registry_uri)}, not for this client's "
+            f"({redact(recorded_uri(client.settings.registry_uri))}); push it with a client "
+            f"for that registry: `registry --tracking-uri {shlex.quote(tracking)} outbox push "
+            f"{first.key}`"
+        )
+        raise ConfigurationError(msg)
+    pushed: list[ModelVersion] = []
+    first_error: RegistryError | None = None
+    for entry in entries:
+        try:
+            pushed.append(push(entry, client))
+        except RegistryError as exc:
+            if first_error is None:
+                first_error = exc  # raised below: said once, not logged too
+            else:
+                logger.warning("could not push %s (%s) yet: %s", entry.name, entry.key, exc)
+    if first_error is not None:
+        raise first_error
+    return pushed
 
 
 def _registry_key(registry_uri: str) -> str:
@@ -523,9 +681,7 @@ def push(entry: Entry, client: RegistryClient) -> ModelVersion:
     from registry_sdk._cache import check_private_dir
 
     check_private_dir(entry.path.parent, what="outbox")
-    locks = entry.path.parent.parent / "locks"
-    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock_path = locks / f"outbox-{entry.path.name}.lock"
+    lock_path = _lock_path(entry)
     try:
         with FileLock(str(lock_path)):
             if not (entry.path / ENTRY_FILE).is_file():
@@ -534,11 +690,41 @@ def push(entry: Entry, client: RegistryClient) -> ModelVersion:
                     msg = f"outbox entry {entry.path.name} vanished without being registered"
                     raise RegistryError(msg)
                 return done
-            return _push_locked(Entry.load(entry.path), client)
+            return _push_recorded(Entry.load(entry.path), client)
     finally:
         if not entry.path.exists():
             # Pushed: a late pusher that still creates the lock only looks the key up.
             lock_path.unlink(missing_ok=True)
+
+
+def _lock_path(entry: Entry) -> Path:
+    """The lock a push (and a discard) of ``entry`` holds, beside the outbox."""
+    locks = entry.path.parent.parent / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return locks / f"outbox-{entry.path.name}.lock"
+
+
+def _push_recorded(entry: Entry, client: RegistryClient) -> ModelVersion:
+    """:func:`_push_locked`, noting on the entry when it was tried and why it failed."""
+    entry.pushes += 1
+    entry.last_attempt_at = time.time()
+    entry.save()
+    try:
+        return _push_locked(entry, client)
+    except Exception as exc:
+        entry.last_error = _error_text(exc)
+        try:
+            entry.save()
+        except OSError as unsaved:  # discarded meanwhile, or a full disk: the error still counts
+            logger.debug("could not record the error on %s: %s", entry.path.name, unsaved)
+        raise
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line saying what went wrong, without credentials, short enough for a table."""
+    text = " ".join(redact(str(exc)).split()) or "(no message)"
+    text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 3] + "..."
 
 
 def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:

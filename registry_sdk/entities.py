@@ -200,6 +200,13 @@ class ModelVersion:
             "model_id": self.model_id,
         }
 
+    def __repr__(self) -> str:
+        """Short: ``ModelVersion('churn', 7, aliases=('prod',), status='READY')``, no tags."""
+        return (
+            f"ModelVersion({self.name!r}, {self.version!r}, aliases={self.aliases!r}, "
+            f"status={self.status!r})"
+        )
+
     def _repr_html_(self) -> str:
         rows: list[tuple[str, object]] = [
             ("aliases", ", ".join(self.aliases) or "-"),
@@ -276,6 +283,14 @@ class RegisteredModel:
     latest_version: int | None = None
     created_at: datetime = _EPOCH
     updated_at: datetime = _EPOCH
+
+    def __repr__(self) -> str:
+        """Short: ``RegisteredModel('churn', latest_version=7, aliases={'prod': 7})``."""
+        aliases = dict(sorted(self.aliases.items()))
+        return (
+            f"RegisteredModel({self.name!r}, latest_version={self.latest_version!r}, "
+            f"aliases={aliases!r})"
+        )
 
     def aliases_of(self, version: int) -> tuple[str, ...]:
         """The aliases that point at ``version``, sorted."""

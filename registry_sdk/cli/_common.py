@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,7 +15,11 @@ from registry_sdk.errors import (
     PermissionDeniedError,
     RegistryError,
     RegistryUnavailableError,
+    redact,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Documented exit codes of the ``registry`` command.
 EXIT_OK = 0
@@ -59,6 +65,31 @@ class RegistryGroup(click.Group):
         except ValueError as exc:  # bad gate, bad mapping, ...: a usage error
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(EXIT_USAGE)
+
+
+class _RedactedStderr(io.TextIOBase):
+    """A stdout stand-in that writes to stderr, credentials removed."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        sys.stderr.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def mlflow_prints_to_stderr() -> Iterator[None]:
+    """Send what MLflow prints (its "View run <url>" links) to stderr, without credentials.
+
+    stdout is for the result (JSON must parse), and MLflow's links repeat the tracking URI as
+    given, ``user:password@`` included.
+    """
+    with contextlib.redirect_stdout(_RedactedStderr()):
+        yield
 
 
 def run_main(group: click.Group, argv: list[str] | None) -> None:

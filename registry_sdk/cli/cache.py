@@ -1,8 +1,7 @@
-"""Local commands: ``pull``, ``push`` and ``cache ls|verify|prune``."""
+"""Local commands: ``pull`` and ``cache ls|verify|prune``."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import click
@@ -21,36 +20,6 @@ def pull(ctx: click.Context, ref: str, as_json: bool) -> None:
         echo_json({"ref": ref, "path": str(path)})
     else:
         click.echo(str(path))
-
-
-@click.command()
-@json_option
-@click.pass_context
-def push(ctx: click.Context, as_json: bool) -> None:
-    """Register the models waiting in the local outbox for this registry (each exactly once).
-
-    Entries staged for another registry are left alone (your credentials are never sent to a
-    server you did not name): push them with --tracking-uri set to their registry.
-    """
-    from registry_sdk._outbox import pending, push_pending
-
-    client = make_client(ctx)
-    # MLflow prints "View run ..." links to stdout when a push ends a run: stdout is for the
-    # result (JSON must parse), so they go to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        pushed = push_pending(client)
-    if as_json:
-        echo_json([v.to_dict() for v in pushed])
-        return
-    for version in pushed:
-        click.echo(f"registered {version.ref}")
-    if not pushed:
-        others = len(pending(client.settings.cache_dir))
-        click.echo(
-            f"nothing waiting for this registry ({others} entries for other registries)"
-            if others
-            else "nothing waiting in the outbox"
-        )
 
 
 @click.group()

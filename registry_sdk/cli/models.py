@@ -46,10 +46,15 @@ def versions(
             msg = f"--tag expects KEY=VALUE, got {item!r}"
             raise click.BadParameter(msg)
         wanted[key] = value
-    found = make_client(ctx).search_versions(
+    client = make_client(ctx)
+    found = client.search_versions(
         name, filter=filter_, tags=wanted, order_by=["version_number DESC"]
     )
     rows = [v.to_dict() for v in found]
+    if not rows:
+        # A search finds nothing for a misspelt name too: that is "not found" (exit 3), while
+        # a model without (matching) versions is an empty list.
+        client.get_model(name)
     if as_json:
         echo_json(rows)
     else:

@@ -931,6 +931,13 @@ def not_found_commands(seed: str) -> list[list[str]]:
         ["lineage", "no-such-model/1"],
         ["diff", f"{seed}/1", f"{seed}/99"],
         ["history", "no-such-model"],
+        ["versions", "no-such-model"],
+        ["versions", "no-such-model", "--json"],
+        ["versions", "no-such-model", "--tag", "team=growth"],
+        ["verify", "no-such-model/1"],
+        ["seal", "no-such-model/1"],
+        ["export", "no-such-model", "--to", "export-of-nothing"],
+        ["serve", "no-such-model@prod"],
         ["alias", "set", "no-such-model", "prod", "1"],
         ["alias", "delete", seed, "no-such-alias"],
         ["promote", f"{seed}/99", "--to", "prod"],
@@ -938,6 +945,9 @@ def not_found_commands(seed: str) -> list[list[str]]:
         ["check", "no-such-model/1", "--require", "accuracy >= 0.5"],
         ["pull", f"{seed}/99"],
         ["migrate-stages", "no-such-model"],
+        ["migrate-stages", "no-such-model", "--dry-run"],
+        ["alias", "delete", "no-such-model", "prod"],
+        ["rollback", "no-such-model", "--alias", "prod"],
         *([["webhook", "delete", "no-such-webhook"]] if WEBHOOKS_HERE else []),
     ]
 
@@ -1148,14 +1158,16 @@ def test_push_table_form_names_each_registered_version(tmp_path, monkeypatch):
 
 
 def test_every_command_is_covered():
-    """This module (and test_serve.py for `serve`) exercises every command of the CLI."""
+    """This module (test_serve.py for `serve`, test_cli_outbox.py for `outbox`) exercises every
+    command of the CLI."""
     covered = {
         "models", "versions", "show", "resolve", "lineage", "diff", "history", "alias",
         "promote", "rollback", "check", "pull", "push", "cache", "migrate-stages", "webhook",
-        "doctor", "serve", "verify", "seal",
+        "doctor", "serve", "verify", "seal", "outbox",
     }  # fmt: skip
     assert covered <= set(cli.commands)
     assert set(cli.commands["alias"].commands) == {"set", "delete"}
+    assert set(cli.commands["outbox"].commands) == {"ls", "push", "discard"}
     assert set(cli.commands["cache"].commands) == {"ls", "verify", "prune"}
     assert set(cli.commands["webhook"].commands) == {"create", "list", "delete", "test"}
     # Commands added since need tests of their own (export/import have their own module).

@@ -183,6 +183,25 @@ def test_versions_with_equal_data_are_equal_and_hash_alike():
     assert a.tags == {"k": "v"}
 
 
+def test_a_version_prints_short_without_its_tags():
+    mv = ModelVersion.from_mlflow(mlflow_version(aliases=["prod", "canary"]))
+
+    assert mv.tags, "the version under test has tags"
+    assert repr(mv) == "ModelVersion('churn', 3, aliases=('canary', 'prod'), status='READY')"
+    assert str(mv) == repr(mv)
+    assert "team" not in repr(mv)
+    assert "run-3" in mv._repr_html_()  # notebooks keep the rich view
+
+
+def test_the_documented_repr_of_a_version_is_what_it_prints():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "guide" / "register.md"
+    shown = ModelVersion(name="churn", version=7, aliases=("staging",), tags={"k": "v"})
+
+    assert f"train.last_version                         # {shown!r}\n" in docs.read_text()
+
+
 # ============================================================================ metrics
 
 
@@ -241,6 +260,17 @@ def test_aliases_of_lists_the_aliases_pointing_at_a_version():
     assert rm.aliases_of(3) == ("champion", "prod")
     assert rm.aliases_of(2) == ("canary",)
     assert rm.aliases_of(1) == ()
+
+
+def test_a_model_prints_short_without_its_tags():
+    rm = RegisteredModel.from_json(rest_json(mlflow_model()))
+
+    assert repr(rm) == (
+        "RegisteredModel('churn', latest_version=3, aliases={'canary': 2, 'prod': 3})"
+    )
+    assert "risk-team" not in repr(rm)
+    bare = RegisteredModel(name="m")
+    assert repr(bare) == "RegisteredModel('m', latest_version=None, aliases={})"
 
 
 def test_a_model_with_only_a_name_gets_defaults():
