@@ -511,14 +511,18 @@ class RegistryClient:
         require: Sequence[GateLike] = (),
         reason: str | None = None,
         force: bool = False,
+        allow_missing: bool = False,
     ) -> AliasEvent:
         """Point alias ``to`` at the version ``ref`` names, if every gate passes.
 
         Gates are strings (``"accuracy >= 0.9"``, ``"accuracy >= @prod"`` compares with the
         version the alias holds now, ``"latency_ms <= 50"``) or callables taking the
-        :class:`ModelVersion` and returning a bool (or ``(bool, detail)``). A promotion order
-        (``registry_sdk.promotion_order`` model tag, e.g. ``staging,prod``) is enforced too.
-        ``force=True`` overrides failures and records the move as forced.
+        :class:`ModelVersion` and returning a bool (or ``(bool, detail)``). A gate against an
+        alias no version holds fails, naming the aliases the model has, unless that alias is
+        ``to`` itself (the first promotion to ``prod`` passes ``"accuracy >= @prod"``) or
+        ``allow_missing=True``. A promotion order (``registry_sdk.promotion_order`` model tag,
+        e.g. ``staging,prod``) is enforced too. ``force=True`` overrides failures and records
+        the move as forced.
 
         Raises:
             PromotionRejectedError: a gate failed; its message names each one with the values.
@@ -527,14 +531,35 @@ class RegistryClient:
 
         validate_alias(to)  # before any request: refused alike online, offline or unreachable
         return lifecycle.promote(
-            self, self.resolve(ref), to=to, require=tuple(require), reason=reason, force=force
+            self,
+            self.resolve(ref),
+            to=to,
+            require=tuple(require),
+            reason=reason,
+            force=force,
+            allow_missing=allow_missing,
         )
 
-    def check(self, ref: RefLike, require: Sequence[GateLike]) -> list[tuple[str, bool, str]]:
-        """Evaluate gates without moving anything: ``[(gate, passed, detail), ...]``."""
+    def check(
+        self,
+        ref: RefLike,
+        require: Sequence[GateLike],
+        *,
+        to: str | None = None,
+        allow_missing: bool = False,
+    ) -> list[tuple[str, bool, str]]:
+        """Evaluate gates without moving anything: ``[(gate, passed, detail), ...]``.
+
+        A gate against an alias no version holds fails, as in :meth:`promote`, unless that
+        alias is ``to`` (the promotion this check is for) or ``allow_missing=True``.
+        """
         from registry_sdk import lifecycle
 
-        return lifecycle.check_gates(self, self.resolve(ref), tuple(require))
+        if to is not None:
+            validate_alias(to)
+        return lifecycle.check_gates(
+            self, self.resolve(ref), tuple(require), target=to, allow_missing=allow_missing
+        )
 
     def rollback(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
         """Move ``name@alias`` back to the version it pointed at before its current one.

@@ -9,6 +9,7 @@ differs from the last recorded event.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -200,7 +201,7 @@ class AliasHistory(list[AliasEvent]):
         rows = [
             (
                 f"{e.at:%Y-%m-%d %H:%M:%S} {e.alias}",
-                f"{e.from_version} -> {e.to_version} by {e.by}"
+                f"{_version_or_dash(e.from_version)} -> {_version_or_dash(e.to_version)} by {e.by}"
                 + (f" ({e.reason})" if e.reason else "")
                 + (" [forced]" if e.forced else "")
                 + (" [outside registry_sdk]" if e.external else ""),
@@ -208,6 +209,11 @@ class AliasHistory(list[AliasEvent]):
             for e in self
         ]
         return _html_table("Alias history", rows or [("", "no events")])
+
+
+def _version_or_dash(version: int | None) -> str:
+    """A version number, or ``-`` for none (an alias set for the first time, or deleted)."""
+    return "-" if version is None else str(version)
 
 
 def _logged_events(model: RegisteredModel) -> list[tuple[str, AliasEvent]]:
@@ -367,9 +373,19 @@ def _metrics_of(client: RegistryClient, mv: ModelVersion) -> dict[str, float]:
 
 
 def check_gates(
-    client: RegistryClient, mv: ModelVersion, gates: Sequence[GateLike]
+    client: RegistryClient,
+    mv: ModelVersion,
+    gates: Sequence[GateLike],
+    *,
+    target: str | None = None,
+    allow_missing: bool = False,
 ) -> list[tuple[str, bool, str]]:
-    """Evaluate each gate: (gate, passed, what was compared)."""
+    """Evaluate each gate: (gate, passed, what was compared).
+
+    A gate against an alias no version holds fails (a typo of ``@prod`` must not pass), unless
+    that alias is ``target``, the alias being promoted (its first promotion has nothing to
+    beat), or ``allow_missing`` is true.
+    """
     results: list[tuple[str, bool, str]] = []
     metrics: dict[str, float] | None = None
     for raw in gates:
@@ -390,7 +406,9 @@ def check_gates(
             try:
                 holder = client.resolve(ModelRef.of_alias(mv.name, gate.alias))
             except AliasNotFoundError:
-                results.append((str(gate), True, f"no version holds @{gate.alias} yet"))
+                results.append(
+                    (str(gate), *_missing_alias(client, mv.name, gate.alias, target, allow_missing))
+                )
                 continue
             other = _metrics_of(client, holder).get(gate.metric)
             if other is None:
@@ -410,6 +428,28 @@ def check_gates(
             )
         results.append((str(gate), passed, detail))
     return results
+
+
+def _missing_alias(
+    client: RegistryClient, name: str, alias: str, target: str | None, allow_missing: bool
+) -> tuple[bool, str]:
+    """Whether a gate against ``alias``, which no version of ``name`` holds, passes, and why."""
+    if alias == target:
+        return True, f"no version holds @{alias} yet"
+    held = sorted(client.backend.get_model(name).aliases)
+    if held:
+        known = f"{name} has aliases {', '.join('@' + a for a in held)}"
+        close = difflib.get_close_matches(alias, held, n=1)
+        if close:
+            known += f" (did you mean @{close[0]}?)"
+    else:
+        known = f"{name} has no aliases"
+    if allow_missing:
+        return True, f"no version holds @{alias}; passed as missing aliases are allowed ({known})"
+    return False, (
+        f"no version holds @{alias}; {known}; allow_missing=True (--allow-missing) "
+        "lets a gate on a missing alias pass"
+    )
 
 
 def promotion_order(model: RegisteredModel) -> list[str]:
@@ -442,14 +482,12 @@ def promote(
     require: Sequence[GateLike],
     reason: str | None,
     force: bool,
+    allow_missing: bool = False,
 ) -> AliasEvent:
     """Move ``to`` to ``mv`` if every gate and the promotion order allow it (or ``force``)."""
     validate_alias(to)
-    failures = [
-        f"{gate}: {detail}"
-        for gate, passed, detail in check_gates(client, mv, require)
-        if not passed
-    ]
+    checked = check_gates(client, mv, require, target=to, allow_missing=allow_missing)
+    failures = [f"{gate}: {detail}" for gate, passed, detail in checked if not passed]
     problem = order_problem(client.backend.get_model(mv.name), mv.version, to)
     if problem:
         failures.append(problem)

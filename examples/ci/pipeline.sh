@@ -24,7 +24,8 @@ PYTHON="${PYTHON:-python}"
 REGISTRY="${REGISTRY:-registry}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-# Never promote what is worse than the current prod; the first promotion has nothing to beat.
+# Never promote what is worse than the current prod. The first promotion has nothing to beat:
+# a gate against the alias being promoted (--to prod) passes while no version holds it.
 GATES=(--require "accuracy >= ${MIN_ACCURACY}" --require "accuracy >= @prod")
 
 echo "== 1/5 registry"
@@ -34,7 +35,7 @@ echo "== 2/5 train and register ${MODEL_NAME}@candidate"
 "$PYTHON" "$HERE/train.py" --name "$MODEL_NAME" --alias candidate
 
 echo "== 3/5 gate ${MODEL_NAME}@candidate"
-"$REGISTRY" check "${MODEL_NAME}@candidate" "${GATES[@]}"
+"$REGISTRY" check "${MODEL_NAME}@candidate" --to prod "${GATES[@]}"
 
 echo "== 4/5 promote ${MODEL_NAME}@candidate to @prod"
 "$REGISTRY" promote "${MODEL_NAME}@candidate" --to prod "${GATES[@]}" \

@@ -126,6 +126,11 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def version_or_dash(version: int | None) -> str:
+    """A version number, or ``-`` for none (an alias set for the first time, or deleted)."""
+    return "-" if version is None else str(version)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"

@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from registry_sdk.cli._common import EXIT_GATE_FAILED, echo_json, json_option, make_client, table
+from registry_sdk.cli._common import (
+    EXIT_GATE_FAILED,
+    echo_json,
+    json_option,
+    make_client,
+    table,
+    version_or_dash,
+)
 from registry_sdk.errors import PromotionRejectedError
 
 
@@ -15,8 +22,9 @@ def _event(event: object, as_json: bool) -> None:
     if as_json:
         echo_json(data)
     else:
+        before, after = (version_or_dash(data[key]) for key in ("from_version", "to_version"))
         click.echo(
-            f"{data['name']}@{data['alias']}: {data['from_version']} -> {data['to_version']}"
+            f"{data['name']}@{data['alias']}: {before} -> {after}"
             + (" (forced)" if data["forced"] else "")
         )
 
@@ -59,12 +67,19 @@ _require = click.option(
     multiple=True,
     help="A gate such as 'accuracy >= 0.9' or 'accuracy >= @prod'; repeatable.",
 )
+_allow_missing = click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Let a gate against an alias no version holds pass (by default it fails, unless the "
+    "alias is the one being promoted).",
+)
 
 
 @click.command()
 @click.argument("ref")
 @click.option("--to", "to", required=True, help="The alias to move, e.g. prod.")
 @_require
+@_allow_missing
 @click.option("--reason", help="Why; recorded in the alias history.")
 @click.option("--force", is_flag=True, help="Move even if gates or the promotion order fail.")
 @json_option
@@ -74,13 +89,16 @@ def promote(
     ref: str,
     to: str,
     gates: tuple[str, ...],
+    allow_missing: bool,
     reason: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
     """Point alias --to at REF if every gate passes (exit 1 and name each failure if not)."""
     try:
-        event = make_client(ctx).promote(ref, to=to, require=gates, reason=reason, force=force)
+        event = make_client(ctx).promote(
+            ref, to=to, require=gates, reason=reason, force=force, allow_missing=allow_missing
+        )
     except PromotionRejectedError as exc:
         if as_json:
             echo_json({"promoted": False, "ref": ref, "to": to, "failures": list(exc.failures)})
@@ -106,14 +124,28 @@ def rollback(
 @click.command()
 @click.argument("ref")
 @_require
+@click.option(
+    "--to",
+    "to",
+    help="The alias REF is meant for, as in `promote --to`: a gate against it passes while no "
+    "version holds it.",
+)
+@_allow_missing
 @json_option
 @click.pass_context
-def check(ctx: click.Context, ref: str, gates: tuple[str, ...], as_json: bool) -> None:
+def check(
+    ctx: click.Context,
+    ref: str,
+    gates: tuple[str, ...],
+    to: str | None,
+    allow_missing: bool,
+    as_json: bool,
+) -> None:
     """A CI gate: evaluate each --require on REF; exit 1 if any fails."""
     if not gates:
         msg = "give at least one --require gate"
         raise click.UsageError(msg)
-    results = make_client(ctx).check(ref, gates)
+    results = make_client(ctx).check(ref, gates, to=to, allow_missing=allow_missing)
     rows = [{"gate": g, "passed": ok, "detail": detail} for g, ok, detail in results]
     if as_json:
         echo_json({"ref": ref, "passed": all(r["passed"] for r in rows), "gates": rows})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from registry_sdk.cli._common import echo_json, json_option, make_client, table
+from registry_sdk.cli._common import echo_json, json_option, make_client, table, version_or_dash
 
 
 @click.command()
@@ -35,7 +35,7 @@ def lineage(ctx: click.Context, ref: str, as_json: bool) -> None:
     for base in data["derived_from"]:
         click.echo(f"{'derived from':<12} {base}")
     for event in data["alias_events"]:
-        move = f"{event['from_version']} -> {event['to_version']}"
+        move = f"{version_or_dash(event['from_version'])} -> {version_or_dash(event['to_version'])}"
         click.echo(f"{'alias':<12} {event['alias']}: {move} at {event['at']}")
 
 

@@ -376,7 +376,7 @@ def test_history(reg):
 def test_alias_set_and_delete(reg):
     name = reg.copy_of_seed("alias")
     assert reg.ok("alias", "set", name, "champion", "1", "--reason", "first").stdout == (
-        f"{name}@champion: None -> 1\n"
+        f"{name}@champion: - -> 1\n"
     )
     moved = reg.json("alias", "set", name, "champion", "2", "--reason", "better")
     assert set(moved) == EVENT_KEYS
@@ -398,7 +398,7 @@ def test_alias_set_and_delete(reg):
     assert reg.invoke("resolve", f"{name}@champion").exit_code == 3
 
     reg.ok("alias", "set", name, "shadow", "1")
-    assert reg.ok("alias", "delete", name, "shadow").stdout == f"{name}@shadow: 1 -> None\n"
+    assert reg.ok("alias", "delete", name, "shadow").stdout == f"{name}@shadow: 1 -> -\n"
     again = reg.invoke("alias", "delete", name, "shadow")
     assert again.exit_code == 3
     assert "no alias 'shadow'" in again.stderr
@@ -411,7 +411,7 @@ def test_promote_moves_the_alias_when_every_gate_passes(reg):
     name = reg.copy_of_seed("promote")
     gates = ["--require", "accuracy >= 0.85", "--require", "accuracy >= @prod"]
     result = reg.ok("promote", f"{name}/2", "--to", "prod", *gates, "--reason", "best so far")
-    assert result.stdout == f"{name}@prod: None -> 2\n"
+    assert result.stdout == f"{name}@prod: - -> 2\n"
     (event,) = reg.json("history", name, "--alias", "prod")
     assert (event["reason"], event["forced"]) == ("best so far", False)
 
@@ -458,6 +458,32 @@ def test_promote_rejected_exits_1_and_prints_each_failure(reg):
     assert [e["to_version"] for e in reg.json("history", name, "--alias", "prod")] == [2]
 
 
+def test_gate_on_an_alias_nobody_holds_fails_unless_allowed(reg):
+    name = reg.copy_of_seed("missing-alias")
+    reg.ok("alias", "set", name, "prod", "1")
+    gate = ["--require", "accuracy >= @champion"]  # a typo of @prod
+    why = (
+        f"no version holds @champion; {name} has aliases @prod; "
+        "allow_missing=True (--allow-missing) lets a gate on a missing alias pass"
+    )
+
+    checked = reg.invoke("check", f"{name}/2", *gate)
+    assert checked.exit_code == 1, checked.output
+    assert checked.stdout == f"FAIL  accuracy >= @champion: {why}\n"
+    rejected = reg.invoke("promote", f"{name}/2", "--to", "prod", *gate)
+    assert rejected.exit_code == 1, rejected.output
+    assert f"  - accuracy >= @champion: {why}\n" in rejected.stderr
+    assert reg.ok("resolve", f"{name}@prod").stdout == f"{name}/1\n", "nothing moved"
+
+    allowed = reg.ok("check", f"{name}/2", *gate, "--allow-missing")
+    assert allowed.stdout.startswith("PASS  accuracy >= @champion: no version holds @champion; ")
+    promoted = reg.ok("promote", f"{name}/2", "--to", "prod", *gate, "--allow-missing")
+    assert promoted.stdout == f"{name}@prod: 1 -> 2\n"
+    # The promotion target itself needs no flag: its first promotion has nothing to beat.
+    first = reg.ok("promote", f"{name}/2", "--to", "champion", *gate)
+    assert first.stdout == f"{name}@champion: - -> 2\n"
+
+
 def test_rollback(reg):
     name = reg.copy_of_seed("rollback", versions=(1, 2, 2))
     reg.ok("alias", "set", name, "prod", "1")
@@ -485,8 +511,9 @@ def test_rollback(reg):
 
 def test_check(reg):
     passing = reg.invoke(
-        "check", f"{reg.seed}/2", "--require", "accuracy >= 0.85", "--require", "accuracy >= @prod"
-    )
+        "check", f"{reg.seed}/2", "--require", "accuracy >= 0.85", "--require", "accuracy >= @prod",
+        "--to", "prod",
+    )  # fmt: skip
     assert passing.exit_code == 0, passing.output
     assert passing.stdout.splitlines() == [
         f"PASS  accuracy >= 0.85: {reg.seed}/2: accuracy = 0.9, required >= 0.85",

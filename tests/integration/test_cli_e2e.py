@@ -158,7 +158,7 @@ def test_pipeline_script_trains_gates_and_promotes_against_a_server(
     assert 0.75 <= accuracy <= 1.0
     assert f"PASS  accuracy >= 0.75: {name}/1: accuracy = {acc}, required >= 0.75" in out
     assert "PASS  accuracy >= @prod: no version holds @prod yet" in out
-    assert f"{name}@prod: None -> 1" in out
+    assert f"{name}@prod: - -> 1" in out
     assert json_after(f"== 5/5 {name}@prod", out) == {
         "aliases": ["candidate", "prod"],
         "name": name,

@@ -157,10 +157,9 @@ def test_gate_against_the_alias_holder_passes_fails_and_passes_without_one(clien
         client, "vs-prod", {"accuracy": 0.90}, {"accuracy": 0.87}, {"accuracy": 0.95}
     )
 
-    # Nobody holds @prod yet: there is nothing to beat.
-    [(gate, passed, detail)] = client.check(f"{name}/2", ["accuracy >= @prod"])
-    assert (gate, passed) == ("accuracy >= @prod", True)
-    assert "@prod" in detail
+    # Nobody holds @prod yet: for a promotion to @prod there is nothing to beat.
+    [(gate, passed, detail)] = client.check(f"{name}/2", ["accuracy >= @prod"], to="prod")
+    assert (gate, passed, detail) == ("accuracy >= @prod", True, "no version holds @prod yet")
     client.promote(f"{name}/1", to="prod", require=["accuracy >= @prod"])
 
     with pytest.raises(PromotionRejectedError) as caught:
@@ -175,6 +174,39 @@ def test_gate_against_the_alias_holder_passes_fails_and_passes_without_one(clien
     # Compared with the holder of another alias than the target, too.
     with pytest.raises(PromotionRejectedError, match=r"0\.9 >= .*0\.95"):
         client.promote(f"{name}/1", to="staging", require=["accuracy >= @prod"])
+
+
+def test_gate_against_an_alias_nobody_holds_fails_unless_target_or_allowed(client):
+    name = model_with_versions(client, "missing", {"accuracy": 0.9}, {"accuracy": 0.8})
+    client.set_alias(name, "staging", 1)
+    client.set_alias(name, "prod", 1)
+    typo = "accuracy >= @champion"  # meant @prod
+
+    [(gate, passed, detail)] = client.check(f"{name}/2", [typo])
+    assert (gate, passed) == (typo, False)
+    assert detail.startswith(f"no version holds @champion; {name} has aliases @prod, @staging;")
+    assert "--allow-missing" in detail
+    with pytest.raises(PromotionRejectedError) as caught:
+        client.promote(f"{name}/2", to="prod", require=[typo])
+    assert list(caught.value.failures) == [f"{typo}: {detail}"]
+    assert holder(client, name) == 1
+    assert moves(client, name) == [(None, 1, False)]
+    assert_no_lock(client, name)
+
+    # allow_missing=True: the gate passes and says why.
+    [(_, passed, detail)] = client.check(f"{name}/2", [typo], allow_missing=True)
+    assert passed is True
+    assert "missing aliases are allowed" in detail
+    client.promote(f"{name}/2", to="prod", require=[typo], allow_missing=True)
+    assert holder(client, name) == 2
+
+    # The promotion target itself: its first promotion has nothing to beat; no other alias is
+    # excused by being the target of something else.
+    event = client.promote(f"{name}/2", to="champion", require=[typo, "accuracy >= @prod"])
+    assert (event.from_version, event.to_version, event.forced) == (None, 2, False)
+    with pytest.raises(PromotionRejectedError, match="no version holds @canary"):
+        client.promote(f"{name}/1", to="shadow", require=["accuracy >= @canary"])
+    assert holder(client, name, "shadow") is None
 
 
 def test_callable_gates(client):

@@ -97,3 +97,18 @@ def test_quickstart_notebook_registers_a_model_vanilla_mlflow_loads(tmp_path):
     expected = np.load(workdir / "expected.npy")
     assert expected.shape == (50,)
     np.testing.assert_array_equal(np.load(loaded), expected)
+
+
+def test_the_first_cell_says_how_to_run_the_notebook():
+    first = nbformat.read(NOTEBOOK, as_version=4).cells[0]
+    assert first.cell_type == "markdown"
+    for needed in (
+        "python3 -m venv .venv && .venv/bin/pip install . jupyterlab ipykernel",  # which install
+        ".venv/bin/jupyter lab examples/quickstart.ipynb",
+        "Python 3 (ipykernel)",  # which kernel: the notebook's kernelspec
+        "sqlite:///mlflow.db",  # which registry
+        "MLFLOW_TRACKING_URI",
+    ):
+        assert needed in first.source, needed
+    kernelspec = nbformat.read(NOTEBOOK, as_version=4).metadata.kernelspec
+    assert kernelspec.display_name in first.source

@@ -234,11 +234,76 @@ def test_alias_gate_compares_with_the_current_holder():
     assert f"{NAME}/3" in detail
 
 
-def test_alias_gate_passes_when_nobody_holds_the_alias_yet():
-    client = FakeClient([version(1, accuracy=0.1)], {})
-    [(_, passed, detail)] = results(client, 1, ["accuracy >= @prod"])
+def test_alias_gate_fails_when_nobody_holds_the_alias_naming_it_and_the_aliases_there_are():
+    # "@champion" where the model only has @prod and @staging: a typo must not pass.
+    client = FakeClient(
+        [version(1, accuracy=0.9), version(2, accuracy=0.1)], {"staging": 1, "prod": 1}
+    )
+    [(gate, passed, detail)] = results(client, 2, ["accuracy >= @champion"])
+    assert (gate, passed) == ("accuracy >= @champion", False)
+    assert detail == (
+        f"no version holds @champion; {NAME} has aliases @prod, @staging; "
+        "allow_missing=True (--allow-missing) lets a gate on a missing alias pass"
+    )
+
+
+def test_missing_alias_gate_suggests_a_close_alias_and_says_when_there_is_none():
+    client = FakeClient([version(1, accuracy=0.9)], {"prod": 1})
+    [(_, passed, detail)] = results(client, 1, ["accuracy >= @prd"])
+    assert passed is False
+    assert f"{NAME} has aliases @prod (did you mean @prod?);" in detail
+    bare = FakeClient([version(1, accuracy=0.9)], {})
+    [(_, passed, detail)] = results(bare, 1, ["accuracy >= @prod"])
+    assert passed is False
+    assert detail.startswith(f"no version holds @prod; {NAME} has no aliases;")
+
+
+def test_missing_alias_gate_passes_when_that_alias_is_the_promotion_target():
+    client = FakeClient([version(1, accuracy=0.1)], {"staging": 1})
+    gates = ["accuracy >= @prod", "accuracy >= @champion"]
+    outcome = check_gates(client, client.versions[1], gates, target="prod")
+    assert outcome == [
+        ("accuracy >= @prod", True, "no version holds @prod yet"),
+        ("accuracy >= @champion", False, outcome[1][2]),  # only the target is excused
+    ]
+    assert "@champion" in outcome[1][2]
+
+
+def test_missing_alias_gate_passes_with_allow_missing_and_says_so():
+    client = FakeClient([version(1, accuracy=0.1)], {"staging": 1})
+    [(_, passed, detail)] = check_gates(
+        client, client.versions[1], ["accuracy >= @champion"], allow_missing=True
+    )
     assert passed is True
-    assert "@prod" in detail
+    assert detail == (
+        "no version holds @champion; passed as missing aliases are allowed "
+        f"({NAME} has aliases @staging)"
+    )
+
+
+def test_a_held_alias_is_compared_even_when_it_is_the_target_or_missing_ones_are_allowed():
+    client = FakeClient([version(1, accuracy=0.9), version(2, accuracy=0.5)], {"prod": 1})
+    [(_, passed, _)] = check_gates(
+        client, client.versions[2], ["accuracy >= @prod"], target="prod", allow_missing=True
+    )
+    assert passed is False
+
+
+def test_promote_rejects_a_gate_on_a_missing_alias_other_than_the_target():
+    client = FakeClient([version(1, accuracy=0.9)], {"prod": 1})
+    with pytest.raises(PromotionRejectedError) as caught:
+        promote(
+            client,
+            client.versions[1],
+            to="staging",
+            require=["accuracy >= @champion"],
+            reason=None,
+            force=False,
+        )
+    [failure] = caught.value.failures
+    assert failure.startswith("accuracy >= @champion: no version holds @champion; ")
+    assert "has aliases @prod" in failure
+    assert client.backend.moves == []
 
 
 def test_alias_gate_shows_values_that_differ_only_after_six_digits():
