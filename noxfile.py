@@ -52,7 +52,8 @@ MLFLOW2_TESTS = (
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (the integration suite starts its own MLflow servers)."""
-    session.run(PYTHON, "-m", "pytest", "tests/unit", "tests/integration", *session.posargs)
+    args = session.posargs or ["--durations=30"]
+    session.run(PYTHON, "-m", "pytest", "tests/unit", "tests/integration", *args)
 
 
 @nox.session(venv_backend="venv", reuse_venv=True)
@@ -80,7 +81,7 @@ def tests_mlflow2(session: nox.Session) -> None:
         session.run("python", "-m", "pytest", *session.posargs)
         return
     for paths, selection in MLFLOW2_TESTS:
-        session.run("python", "-m", "pytest", *paths, "-k", selection)
+        session.run("python", "-m", "pytest", *paths, "-k", selection, "--durations=10")
 
 
 @nox.session
