@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -116,6 +117,66 @@ def absolute_store_uri(uri: str) -> str:
     return uri
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for any other URI (or in memory)."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme.split("+")[0].lower() != "sqlite" or not rest.startswith("///"):
+        return None
+    path = rest[3:].partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def no_registry_configured(uri: str) -> ConfigurationError:
+    """The error of a read with no registry configured and no default database to read."""
+    where = sqlite_path(uri) or uri
+    msg = (
+        f"no registry configured: MLFLOW_TRACKING_URI is not set, no tracking_uri was given, "
+        f"and there is no {where} to read (the embedded default, which only a registration "
+        "creates). Point at a registry: set MLFLOW_TRACKING_URI (e.g. "
+        "http://localhost:5000, or sqlite:///path/to/mlflow.db), or pass "
+        "RegistryClient(tracking_uri=...) (load_model(..., client=...)); on the command line, "
+        "registry --tracking-uri URI"
+    )
+    return ConfigurationError(msg)
+
+
+#: ``host:port`` with nothing before it: a server address missing its ``http://``.
+_SCHEMELESS_SERVER = re.compile(
+    r"(?P<userinfo>[^@/\s]+@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r":(?P<port>[0-9]{1,5})(?P<rest>[/?#].*)?",
+    re.DOTALL,
+)
+#: Schemes MLflow reads without ``//``; ``file:123`` is a path, not a port.
+_STORE_SCHEMES = frozenset(
+    {"databricks", "databricks-uc", "file", "mssql", "mysql", "postgresql", "sqlite", "uc"}
+)
+
+
+def check_scheme(uri: str, source: str) -> None:
+    """Refuse a server address without a scheme (``localhost:5000``), naming the form that works.
+
+    Bare paths, ``sqlite:///...``, ``file:...`` and ``databricks`` pass.
+
+    Raises:
+        ConfigurationError: ``uri`` is ``host:port[/path]`` without ``http://``.
+    """
+    match = _SCHEMELESS_SERVER.fullmatch(uri.strip())
+    if match is None or len(match["host"]) == 1:  # one letter: a Windows drive (C:...)
+        return
+    if match["host"].lower() in _STORE_SCHEMES and not match["userinfo"]:
+        return
+    # A password before the host is not a URL's user-info to redact yet: never show it.
+    address = uri.strip()[len(match["userinfo"] or "") :]
+    shown = redact(("***@" if match["userinfo"] else "") + address)
+    msg = (
+        f"{source} is {shown!r}, a server address without a scheme: write "
+        f"'http://{shown}' (or https://) for an MLflow server, or "
+        "sqlite:///path/to/mlflow.db for a local database"
+    )
+    raise ConfigurationError(msg)
+
+
 def strip_userinfo(uri: str) -> str:
     """``uri`` without a ``user:password@`` part, safe to print."""
     parts = urlsplit(uri)
@@ -133,6 +194,11 @@ _PASSWORD_VAR = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105 - a name, not a secret
 #: zero-width space) and line or paragraph separators.
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _LATIN_1_MAX = 0xFF
+
+
+def _tracking_source(tracking_uri: str | None) -> str:
+    """Where the tracking URI came from, to name it in an error (same precedence as resolve)."""
+    return "the tracking_uri argument" if tracking_uri else "MLFLOW_TRACKING_URI"
 
 
 def _registry_source(
@@ -225,6 +291,21 @@ def _credentials(
     return token, username, password
 
 
+def _store_uris(
+    tracking_uri: str | None, registry_uri: str | None, env: Mapping[str, str]
+) -> tuple[str, str, bool]:
+    """The tracking and registry URIs (checked, made absolute), and whether neither was given."""
+    given_tracking = tracking_uri or env.get("MLFLOW_TRACKING_URI")
+    given_registry = registry_uri or env.get("MLFLOW_REGISTRY_URI")
+    if given_tracking:
+        check_scheme(given_tracking, _tracking_source(tracking_uri))
+    if given_registry:
+        check_scheme(given_registry, _registry_source(tracking_uri, registry_uri, env))
+    tracking = absolute_store_uri(given_tracking or DEFAULT_TRACKING_URI)
+    registry = absolute_store_uri(given_registry or tracking)
+    return tracking, registry, not (given_tracking or given_registry)
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything a client needs to know, resolved once. Secrets never appear in ``repr``."""
@@ -250,6 +331,9 @@ class Settings:
     #: Accept artifact locations on this machine's file system from a remote server
     #: (``REGISTRY_SDK_ALLOW_LOCAL_ARTIFACTS``); loopback servers always may name them.
     allow_local_artifacts: bool = False
+    #: No registry was configured (no argument, no ``MLFLOW_TRACKING_URI`` or
+    #: ``MLFLOW_REGISTRY_URI``): the registry is the embedded default, ``./mlflow.db``.
+    registry_is_default: bool = False
 
     @property
     def auth_kind(self) -> str:
@@ -288,10 +372,7 @@ class Settings:
         came from and the position of the fault, never the value.
         """
         env = os.environ if env is None else env
-        tracking = absolute_store_uri(
-            tracking_uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        )
-        registry = absolute_store_uri(registry_uri or env.get("MLFLOW_REGISTRY_URI") or tracking)
+        tracking, registry, is_default = _store_uris(tracking_uri, registry_uri, env)
         if cache_dir is None:
             cache_env = env.get("REGISTRY_SDK_CACHE_DIR")
             cache = Path(cache_env) if cache_env else default_cache_dir(env)
@@ -351,4 +432,5 @@ class Settings:
             client_cert_path=env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None,
             require_digest=bool(require_digest),
             allow_local_artifacts=bool(allow_local_artifacts),
+            registry_is_default=is_default,
         )

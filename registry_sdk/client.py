@@ -32,6 +32,7 @@ from registry_sdk.errors import (
     AliasNotFoundError,
     AlreadyExistsError,
     CacheIntegrityError,
+    ConfigurationError,
     InvalidReferenceError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -41,7 +42,9 @@ from registry_sdk.errors import (
     RegistryUnavailableError,
     UnsupportedServerError,
     VersionNotFoundError,
+    in_registry,
     redact,
+    with_aliases,
 )
 from registry_sdk.refs import (
     STAGES,
@@ -217,6 +220,11 @@ class RegistryClient:
                 return self.backend.get_model(name)
             except ModelNotFoundError:
                 pass
+            except ConfigurationError:
+                # The embedded default store does not exist yet: no model to find in it, and
+                # creating the model creates the store.
+                if not self.settings.registry_is_default:
+                    raise
 
         def attempt(state: list[int]) -> RegisteredModel:
             state[0] += 1
@@ -234,9 +242,13 @@ class RegistryClient:
         """The registered model ``name`` with its tags and aliases.
 
         Raises:
-            ModelNotFoundError: no such model.
+            ModelNotFoundError: no such model; names the registry and close model names.
         """
-        return self.backend.get_model(validate_model_name(name))
+        validate_model_name(name)
+        try:
+            return self.backend.get_model(name)
+        except ModelNotFoundError as missing:
+            raise self._suggest(name, missing) from None
 
     def search_models(
         self, filter: str | None = None, *, order_by: Sequence[str] | None = None
@@ -453,7 +465,10 @@ class RegistryClient:
         from registry_sdk.lifecycle import move_alias
 
         validate_model_name(name)
-        return move_alias(self, name, validate_alias(alias), int(version), reason=reason)
+        try:
+            return move_alias(self, name, validate_alias(alias), int(version), reason=reason)
+        except ModelNotFoundError as missing:
+            raise self._suggest(name, missing) from None
 
     def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
         """Remove ``name@alias`` and record the move in the model's alias log.
@@ -470,6 +485,8 @@ class RegistryClient:
             return move_alias(self, name, alias, None, reason=reason)
         except AliasNotFoundError as missing:
             raise self._aliases_missing_or(name, alias, missing) from None
+        except ModelNotFoundError as missing:
+            raise self._suggest(name, missing) from None
 
     def resolve(self, ref: RefLike) -> ModelVersion:
         """The version a reference names: ``name/7``, ``name@alias``, ``name@latest``, a stage.
@@ -582,6 +599,8 @@ class RegistryClient:
             )
         except AliasNotFoundError as missing:
             raise self._aliases_missing_or(name, alias, missing) from None
+        except ModelNotFoundError as missing:
+            raise self._suggest(name, missing) from None
 
     def history(self, name: str, *, alias: str | None = None) -> AliasHistory:
         """Alias moves of ``name`` oldest first, including moves inferred from other tools."""
@@ -814,18 +833,40 @@ class RegistryClient:
         """``UnsupportedServerError`` when "no such alias" is because the server has no aliases.
 
         Asked only on this error path: the server's version (once per client) or, when it does
-        not say, the alias endpoint itself.
+        not say, the alias endpoint itself. Otherwise ``error``, naming the registry and
+        listing the aliases the model has.
         """
         caps = self.capabilities()
         if caps.server_version is not None:
-            return error if caps.supports("aliases") else caps.unsupported("aliases")
+            if not caps.supports("aliases"):
+                return caps.unsupported("aliases")
+        else:
+            try:
+                self.backend.get_version_by_alias(name, alias)
+            except UnsupportedServerError as unsupported:
+                return unsupported
+            except AliasNotFoundError:
+                pass
+            except RegistryError:
+                return error
+        return self._explain_alias(name, alias, error)
+
+    def _explain_alias(self, name: str, alias: str, error: AliasNotFoundError) -> RegistryError:
+        """``error`` naming the registry and the aliases ``name`` has (one read of the model)."""
+        from registry_sdk._backends.base import close_matches
+
+        error = in_registry(error, self.backend.uri)
         try:
-            self.backend.get_version_by_alias(name, alias)
-        except UnsupportedServerError as unsupported:
-            return unsupported
-        except RegistryError:
+            model = self.backend.get_model(name)
+        except RegistryError:  # a refinement: keep the answer we have
             return error
-        return error
+        return with_aliases(error, name, model.aliases, close_matches(alias, model.aliases))
+
+    def _suggest(self, name: str, error: ModelNotFoundError) -> ModelNotFoundError:
+        """``error`` naming the registry and, when there are some, close model names."""
+        from registry_sdk._backends.base import suggest_models
+
+        return suggest_models(self.backend, name, in_registry(error, self.backend.uri))
 
     def _evict(self, name: str, version: int | None) -> None:
         """Drop a deleted model's (or version's) entries from the local cache."""
@@ -878,15 +919,21 @@ class RegistryClient:
             page_token=None,
         )
         if not page.items:
-            self.backend.get_model(name)  # raises ModelNotFoundError when the model is missing
+            try:
+                self.backend.get_model(name)
+            except ModelNotFoundError as missing:
+                raise self._suggest(name, missing) from None
             msg = f"model {name!r} has no versions, so {name}@latest names nothing"
-            raise VersionNotFoundError(msg)
+            raise in_registry(VersionNotFoundError(msg), self.backend.uri)
         return self._with_aliases(page.items[0])
 
     def _resolve_stage(self, ref: ModelRef) -> ModelVersion:
         assert ref.stage is not None  # noqa: S101 - guaranteed by ModelRef
         alias = ref.stage.lower()
-        model = self.backend.get_model(ref.name)
+        try:
+            model = self.backend.get_model(ref.name)
+        except ModelNotFoundError as missing:
+            raise self._suggest(ref.name, missing) from None
         if alias in model.aliases:
             return self._with_aliases(self.backend.get_version(ref.name, model.aliases[alias]))
         # Only where aliases exist (MLflow >= 2.3): on an older server stages are all there is.
@@ -901,7 +948,7 @@ class RegistryClient:
         found = self.backend.get_latest_versions(ref.name, [ref.stage])
         if not found:
             msg = f"model {ref.name!r} has no version in stage {ref.stage!r} and no alias {alias!r}"
-            raise VersionNotFoundError(msg)
+            raise in_registry(VersionNotFoundError(msg), self.backend.uri)
         newest = max(found, key=lambda v: v.version)
         return newest.with_aliases(model.aliases_of(newest.version))
 

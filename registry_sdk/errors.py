@@ -23,6 +23,10 @@ The tree::
 Every error raised for a server reply carries ``status`` (HTTP status, if any), ``error_code``
 (MLflow's code, e.g. ``RESOURCE_DOES_NOT_EXIST``) and ``server_message``. No error text ever
 contains a credential: :func:`redact` scrubs URLs and known secrets before they reach a message.
+
+A not-found names the registry it asked (``registry_uri``, credentials removed) and, where it
+can, what to try instead: a missing model lists close names (``suggestions``), a missing alias
+the aliases the model has (``aliases``) and the close ones (``suggestions``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
@@ -61,8 +65,12 @@ __all__ = [
     "from_mlflow_exception",
     "from_response",
     "from_status",
+    "in_registry",
     "is_missing_endpoint",
     "redact",
+    "safe_uri",
+    "with_aliases",
+    "with_suggestions",
 ]
 
 #: What the caller was looking for; used to pick the precise ``NotFoundError`` subclass.
@@ -104,10 +112,12 @@ class RegistryError(Exception):
         return f"{type(self).__name__}({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keeps errors picklable across process pools with their keyword-only fields.
+        # Keeps errors picklable across process pools with their keyword-only fields; the
+        # state carries what subclasses add (registry_uri, suggestions, aliases, ...).
         return (
             _rebuild,
             (type(self), self.message, self.status, self.error_code, self.server_message),
+            dict(self.__dict__),
         )
 
 
@@ -138,11 +148,25 @@ class ConfigurationError(RegistryError, ValueError):
 
 
 class NotFoundError(RegistryError, LookupError):
-    """The registry has no such object."""
+    """The registry has no such object.
+
+    Attributes:
+        registry_uri: the registry that was asked, credentials removed (None when unknown);
+            the message names it too.
+    """
+
+    registry_uri: str | None = None
 
 
 class ModelNotFoundError(NotFoundError):
-    """No registered model has that name."""
+    """No registered model has that name.
+
+    Attributes:
+        suggestions: names of existing models close to the one asked for, best first
+            (empty when none is close, or when they could not be looked up).
+    """
+
+    suggestions: tuple[str, ...] = ()
 
 
 class VersionNotFoundError(NotFoundError):
@@ -150,7 +174,16 @@ class VersionNotFoundError(NotFoundError):
 
 
 class AliasNotFoundError(NotFoundError):
-    """The model has no such alias."""
+    """The model has no such alias.
+
+    Attributes:
+        aliases: the aliases the model has, sorted (empty when it has none, or when the
+            model could not be read).
+        suggestions: those of ``aliases`` close to the one asked for, best first.
+    """
+
+    aliases: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = ()
 
 
 class AlreadyExistsError(RegistryError):
@@ -453,6 +486,77 @@ def redact(text: str) -> str:
     text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
     text = _QUERY_PARAM.sub(_redact_param, text)
     return _AUTH_HEADER.sub(_redact_header, text)
+
+
+# --------------------------------------------------------------------------------------------
+# Naming the registry, and what to try instead
+
+_NotFound = TypeVar("_NotFound", bound=NotFoundError)
+#: Aliases listed in a message; the ``aliases`` attribute holds them all.
+_ALIASES_SHOWN = 10
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` fit to print: without its ``user:password@`` part, other credentials redacted."""
+    return redact(_URL_USERINFO.sub(r"\g<scheme>", uri))
+
+
+def _rewrite(error: RegistryError, message: str) -> None:
+    error.message = message
+    error.args = (message,)
+
+
+def _sentence(message: str, addition: str) -> str:
+    return f"{message.rstrip().rstrip('.')}. {addition}"
+
+
+def _either(options: Sequence[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``."""
+    if len(options) == 1:
+        return options[0]
+    return f"{', '.join(options[:-1])} or {options[-1]}"
+
+
+def in_registry(error: _NotFound, uri: str) -> _NotFound:
+    """``error`` naming the registry ``uri`` it came from, in ``registry_uri`` and its message.
+
+    Credentials are removed from the URI. An error that names its registry already is
+    returned as it is.
+    """
+    if error.registry_uri is None:
+        shown = safe_uri(uri)
+        error.registry_uri = shown
+        _rewrite(error, f"{error.message.rstrip().rstrip('.')} (registry: {shown})")
+    return error
+
+
+def with_suggestions(error: ModelNotFoundError, suggestions: Iterable[str]) -> ModelNotFoundError:
+    """``error`` with the names of close models in ``suggestions`` and its message."""
+    found = tuple(suggestions)
+    error.suggestions = found
+    if found:
+        hint = f"Did you mean {_either([repr(name) for name in found])}?"
+        _rewrite(error, _sentence(error.message, hint))
+    return error
+
+
+def with_aliases(
+    error: AliasNotFoundError, name: str, aliases: Iterable[str], suggestions: Iterable[str]
+) -> AliasNotFoundError:
+    """``error`` listing the aliases model ``name`` has and the ones close to what was asked."""
+    error.aliases = tuple(sorted(aliases))
+    error.suggestions = tuple(suggestions)
+    if not error.aliases:
+        hint = f"Model {name!r} has no aliases"
+    else:
+        shown = [f"@{alias}" for alias in error.aliases[:_ALIASES_SHOWN]]
+        more = len(error.aliases) - len(shown)
+        listing = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+        hint = f"Aliases of {name!r}: {listing}"
+        if error.suggestions:
+            hint += f"; did you mean {_either([f'@{a}' for a in error.suggestions])}?"
+    _rewrite(error, _sentence(error.message, hint))
+    return error
 
 
 # --------------------------------------------------------------------------------------------

@@ -225,6 +225,9 @@ def parse_ref(text: str | ModelRef) -> ModelRef:
     body = text.removeprefix(_PREFIX)
     if not body:
         raise _fail(text, "it is empty")
+    problem = _separator_problem(body)
+    if problem:
+        raise _fail(text, problem)
     at = body.rfind("@")
     slash = body.rfind("/")
     if at < 0 and slash < 0:
@@ -234,10 +237,45 @@ def parse_ref(text: str | ModelRef) -> ModelRef:
     return _parse_slash(text, body[:slash], body[slash + 1 :])
 
 
+def _separator_problem(body: str) -> str | None:
+    """What is wrong with the '@' and '/' that split ``body``, before either part is read.
+
+    A name may contain neither, so more than one separator is a mistake: said as what it most
+    likely is (a doubled '@', a stray '@' at the end, an alias and a version at once), with
+    the reference that was probably meant.
+    """
+    ats = body.count("@")
+    if "@@" in body:
+        name, _, alias = body.partition("@@")
+        meant = f"{name or 'NAME'}@{alias.lstrip('@') or 'ALIAS'}"
+        return f"'@@' doubles the '@' between the model name and the alias; write {meant}"
+    if ats > 1 and body.endswith("@"):
+        return f"it ends with a stray '@'; write {body.rstrip('@')}"
+    if ats > 1:
+        return f"it has {ats} '@' but one goes between the model name and the alias (NAME@ALIAS)"
+    if ats == 1 and "/" in body:
+        name, _, rest = body.partition("@")
+        if "/" in rest and name and "/" not in name:
+            alias, _, target = rest.partition("/")
+            if not target:
+                return f"it ends with '/' after the alias; write {name}@{alias}"
+            return (
+                f"it names both an alias and {target!r}; write {name}@{alias} for the alias "
+                f"or {name}/{target} for a version or stage"
+            )
+        head, _, target = name.partition("/")
+        if head and (_VERSION_RE.fullmatch(target) or target.lower() in _STAGE_BY_LOWER):
+            return (
+                f"it names both {target!r} and an alias; write {head}/{target} for the version "
+                f"or stage or {head}@{rest} for the alias"
+            )
+    return None
+
+
 def _parse_alias(text: str, name: str, target: str) -> ModelRef:
     _check_name(text, name)
     if not target:
-        raise _fail(text, "the alias after '@' is empty")
+        raise _fail(text, f"the alias after '@' is empty; write {name}@ALIAS, e.g. {name}@prod")
     if target.lower() == "latest":
         return ModelRef.of_latest(name)
     problem = _alias_problem(target)

@@ -746,7 +746,7 @@ def _plan(client: RegistryClient, model: _Model, rename: dict[str, str]) -> _Pla
     for alias in model.aliases:
         validate_alias(alias)
     try:
-        existing: RegisteredModel | None = client.get_model(name)
+        existing: RegisteredModel | None = client.backend.get_model(name)
     except ModelNotFoundError:
         existing = None
     found: dict[int, ModelVersion] = {}

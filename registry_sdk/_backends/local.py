@@ -5,24 +5,31 @@ This is the only backend that imports mlflow, and it does so when it is construc
 
 from __future__ import annotations
 
+import threading
 import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import Capabilities
+from registry_sdk._config import no_registry_configured, sqlite_path
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
-    AliasNotFoundError,
+    ConfigurationError,
+    NotFoundError,
     RegistryError,
     Subject,
-    VersionNotFoundError,
     from_mlflow_exception,
+    in_registry,
+    redact,
+    safe_uri,
 )
 from registry_sdk.webhooks import Webhook, WebhookTestResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from mlflow import MlflowClient
 
     from registry_sdk._config import Settings
 
@@ -37,11 +44,16 @@ def _token(token: str | bytes | None) -> str | None:
 
 
 class LocalBackend:
-    """The :class:`~registry_sdk._backends.base.Backend` over ``mlflow.MlflowClient``."""
+    """The :class:`~registry_sdk._backends.base.Backend` over ``mlflow.MlflowClient``.
+
+    MLflow's client is made on the first call that needs the store, since making it creates
+    the store (``sqlite:///mlflow.db`` is a new file). With no registry configured, a read
+    finds no store to create: it raises :class:`ConfigurationError` saying how to point at a
+    registry instead of leaving an empty ``mlflow.db`` behind. Writes create it, as MLflow does.
+    """
 
     def __init__(self, settings: Settings) -> None:
         import mlflow
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
         from mlflow.store.model_registry import (
             SEARCH_MODEL_VERSION_MAX_RESULTS_THRESHOLD,
@@ -53,11 +65,56 @@ class LocalBackend:
         self.max_models_page = SEARCH_REGISTERED_MODEL_MAX_RESULTS_THRESHOLD
         self.max_versions_page = SEARCH_MODEL_VERSION_MAX_RESULTS_THRESHOLD
         self._mlflow_exception = MlflowException
-        self._client = MlflowClient(
-            tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri
-        )
+        self._mlflow_client: MlflowClient | None = None
+        self._opening = threading.Lock()
         # The store runs in this process: the installed mlflow is the "server".
         self._capabilities = Capabilities(mlflow.__version__, embedded=True)
+
+    @property
+    def _client(self) -> MlflowClient:
+        """MLflow's client, for a call that reads: never creates the default store."""
+        return self._open(create=False)
+
+    def _open(self, *, create: bool) -> MlflowClient:
+        """MLflow's client over the store; ``create`` allows making the default store."""
+        if self._mlflow_client is not None:
+            return self._mlflow_client
+        with self._opening:
+            if self._mlflow_client is None:
+                if not create and self._default_store_missing():
+                    raise no_registry_configured(self.uri)
+                self._mlflow_client = self._make_client()
+        return self._mlflow_client
+
+    def _default_store_missing(self) -> bool:
+        """Whether no registry was configured and the default database does not exist yet."""
+        if not self.settings.registry_is_default:
+            return False
+        path = sqlite_path(self.uri)
+        return path is not None and not path.exists()
+
+    def _make_client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        try:
+            client = MlflowClient(
+                tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri
+            )
+            # MLflow opens the registry's store on first use; open it now to report a URI
+            # it cannot use as what it is, not as the failure of whatever call came first.
+            open_registry = getattr(client, "_get_registry_client", None)
+            if open_registry is not None:
+                open_registry()
+        except self._mlflow_exception as exc:
+            # An unknown scheme, a database MLflow cannot open: MLflow's own exception.
+            reason = str(exc.message).strip()
+            msg = redact(
+                f"cannot open the registry {safe_uri(self.uri)}: {reason}. Use an http(s):// "
+                "URI for an MLflow server, or sqlite:///path/to/mlflow.db, postgresql://..., "
+                "mysql://... or a folder for a local store"
+            )
+            raise ConfigurationError(msg) from None
+        return client
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.uri!r})"
@@ -67,7 +124,10 @@ class LocalBackend:
         try:
             yield
         except self._mlflow_exception as exc:
-            raise from_mlflow_exception(exc, subject=subject, action=action) from None
+            error = from_mlflow_exception(exc, subject=subject, action=action)
+            if isinstance(error, NotFoundError):
+                error = in_registry(error, self.uri)
+            raise error from None
 
     def _call(self, fn: Callable[[], T], action: str, subject: Subject | None = None) -> T:
         with self._translate(action, subject):
@@ -78,7 +138,14 @@ class LocalBackend:
     def create_model(
         self, name: str, *, description: str | None, tags: Mapping[str, str]
     ) -> RegisteredModel:
-        """Create a registered model."""
+        """Create a registered model (creates the default store if it does not exist yet).
+
+        An alias move's lock is not a reason to create a store: moving an alias in a store
+        that does not exist is a read of nothing.
+        """
+        from registry_sdk.lifecycle import LOCK_PREFIX
+
+        self._open(create=not name.startswith(LOCK_PREFIX))
         rm = self._call(
             lambda: self._client.create_registered_model(
                 name, tags=dict(tags), description=description
@@ -101,8 +168,10 @@ class LocalBackend:
         order_by: Sequence[str],
         max_results: int,
         page_token: str | None,
+        retry: bool = True,
     ) -> Page[RegisteredModel]:
-        """One page of registered models."""
+        """One page of registered models (``retry`` is moot in process: one attempt)."""
+        del retry
         paged = self._call(
             lambda: self._client.search_registered_models(
                 filter_string=filter,
@@ -169,7 +238,8 @@ class LocalBackend:
         run_link: str | None,
         model_id: str | None,
     ) -> ModelVersion:
-        """Create a model version."""
+        """Create a model version (creates the default store if it does not exist yet)."""
+        self._open(create=True)
         kwargs: dict[str, Any] = {
             "run_id": run_id,
             "tags": dict(tags),
@@ -214,7 +284,7 @@ class LocalBackend:
                 f"get version {name}/{version}",
                 "version",
             )
-        except VersionNotFoundError as missing:
+        except NotFoundError as missing:
             raise model_missing_or(self, name, missing) from None
         return ModelVersion.from_mlflow(mv)
 
@@ -307,8 +377,8 @@ class LocalBackend:
                 f"resolve {name}@{alias}",
                 "alias",
             )
-        except AliasNotFoundError as missing:
-            raise model_missing_or(self, name, missing) from None
+        except NotFoundError as missing:
+            raise model_missing_or(self, name, missing, alias=alias) from None
         return ModelVersion.from_mlflow(mv)
 
     # ---------------------------------------------------------------------------- legacy stages
@@ -370,6 +440,7 @@ class LocalBackend:
     ) -> Webhook:
         """Create a webhook in the local store (delivery needs a server)."""
         self._capabilities.require("webhooks")
+        self._open(create=True)
         hook = self._call(
             lambda: self._client.create_webhook(
                 name,
@@ -444,6 +515,15 @@ class LocalBackend:
         """The in-process store is reachable when a trivial query succeeds."""
         import mlflow
 
+        if self._mlflow_client is None and self._default_store_missing():
+            # Reading would need the store; creating it would leave an empty database behind.
+            detail = (
+                f"no registry configured and no {sqlite_path(self.uri)} yet: the first "
+                "registration creates it; set MLFLOW_TRACKING_URI to use another registry"
+            )
+            return ServerInfo(
+                "local", self.uri, reachable=True, version=mlflow.__version__, detail=detail
+            )
         try:
             self.search_models(filter=None, order_by=(), max_results=1, page_token=None)
         except RegistryError as exc:

@@ -31,14 +31,13 @@ from registry_sdk._retry import Failure, current, is_refused, operation, retry_c
 from registry_sdk._version import __version__
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
-    AliasNotFoundError,
     InvalidResponseError,
     NotFoundError,
     RegistryError,
     RegistryUnavailableError,
     Subject,
-    VersionNotFoundError,
     from_response,
+    in_registry,
     is_missing_endpoint,
     redact,
 )
@@ -291,7 +290,7 @@ class RestBackend:
         except NotFoundError as exc:
             if is_missing_endpoint(exc):
                 raise self._missing_endpoint(_API + endpoint, exc, action) from None
-            raise
+            raise in_registry(exc, self.uri) from None
         try:
             data = response.json()
         except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
@@ -405,11 +404,14 @@ class RestBackend:
         order_by: Sequence[str],
         max_results: int,
         page_token: str | None,
+        retry: bool = True,
     ) -> Page[RegisteredModel]:
-        """One page of registered models."""
+        """One page of registered models (one attempt only with ``retry=False``)."""
         params = self._search_params(filter, order_by, max_results, page_token)
         action = "search models"
-        data = self._json("GET", "/registered-models/search", params=params, action=action)
+        data = self._json(
+            "GET", "/registered-models/search", params=params, action=action, retry=retry
+        )
         items = self._list(data, "registered_models", action)
         return Page(tuple(RegisteredModel.from_json(m) for m in items), self._token(data))
 
@@ -512,7 +514,7 @@ class RestBackend:
                 subject="version",
                 action=action,
             )
-        except VersionNotFoundError as missing:
+        except NotFoundError as missing:
             raise model_missing_or(self, name, missing) from None
         return self._version(data, action)
 
@@ -633,8 +635,8 @@ class RestBackend:
                 subject="alias",
                 action=action,
             )
-        except AliasNotFoundError as missing:
-            raise model_missing_or(self, name, missing) from None
+        except NotFoundError as missing:
+            raise model_missing_or(self, name, missing, alias=alias) from None
         return self._version(data, action)
 
     # ---------------------------------------------------------------------------- legacy stages

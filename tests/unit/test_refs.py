@@ -86,9 +86,9 @@ def test_parse_ref_passes_a_model_ref_through():
         ("churn", "no version, alias or stage"),
         ("@prod", "model name is empty"),
         ("/7", "model name is empty"),
-        ("churn@", "alias after '@' is empty"),
+        ("churn@", "alias after '@' is empty; write churn@ALIAS"),
         ("churn/", "after '/' is empty"),
-        ("churn@@prod", "contains '@'"),
+        ("churn@@prod", "'@@' doubles the '@'"),
         ("churn/0", "neither a version number"),
         ("churn/-1", "neither a version number"),
         ("churn/07", "neither a version number"),
@@ -116,6 +116,39 @@ def test_invalid_references_say_what_is_wrong_and_what_is_valid(text, reason):
     message = str(info.value)
     assert reason in message
     assert "valid forms are NAME@ALIAS, NAME/VERSION, NAME@latest and NAME/STAGE" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        # A doubled '@': the reference meant, with one.
+        (
+            "churn@@prod",
+            "'@@' doubles the '@' between the model name and the alias; write churn@prod",
+        ),
+        ("models:/churn@@prod", "write churn@prod"),
+        ("churn@@@prod", "write churn@prod"),
+        ("churn@@", "write churn@ALIAS"),
+        ("@@prod", "write NAME@prod"),
+        # A trailing '@', an empty alias.
+        ("churn@", "the alias after '@' is empty; write churn@ALIAS, e.g. churn@prod"),
+        ("models:/churn@", "the alias after '@' is empty"),
+        ("churn@prod@", "ends with a stray '@'; write churn@prod"),
+        ("churn@prod@x", "has 2 '@' but one goes between the model name and the alias"),
+        # An alias and a version (or stage) at once, in either order.
+        ("churn@prod/3", "names both an alias and '3'; write churn@prod for the alias or churn/3"),
+        ("churn/3@prod", "names both '3' and an alias; write churn/3 for the version"),
+        ("churn/Production@prod", "names both 'Production' and an alias"),
+        ("churn@prod/", "ends with '/' after the alias; write churn@prod"),
+    ],
+)
+def test_misplaced_separators_are_named_precisely_with_the_reference_meant(text, reason):
+    with pytest.raises(InvalidReferenceError) as info:
+        parse_ref(text)
+    message = str(info.value)
+    assert reason in message
+    assert "name contains '@'" not in message
+    assert "valid forms are NAME@ALIAS" in message
 
 
 def test_invalid_reference_error_is_a_value_error():
