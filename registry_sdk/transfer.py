@@ -808,6 +808,7 @@ def import_(
     """
     path = Path(path)
     bundle = _read_bundle(path)
+    client.backend.open_for_writes()  # an import into the embedded default creates it
     plans = [_plan(client, model, rename or {}) for model in bundle.models]
     conflicts = [c for plan in plans for c in plan.conflicts]
     if conflicts and not move_aliases:

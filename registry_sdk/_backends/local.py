@@ -536,5 +536,9 @@ class LocalBackend:
         """What the installed mlflow's store supports (no request: it runs in this process)."""
         return self._capabilities
 
+    def open_for_writes(self) -> None:
+        """Open the store, creating the embedded default if it does not exist yet."""
+        self._open(create=True)
+
     def close(self) -> None:
         """Nothing to release: MLflow owns its engines."""

@@ -1027,6 +1027,9 @@ class RestBackend:
             return True, None
         return True, parse_server_version(reply.text)
 
+    def open_for_writes(self) -> None:
+        """Nothing to prepare: a server's store exists."""
+
     def close(self) -> None:
         """Close the HTTP session."""
         self._session.close()

@@ -236,6 +236,29 @@ def test_a_write_on_the_default_store_still_creates_it(tmp_path, monkeypatch):
     assert f"(registry: sqlite:///{work.resolve() / 'mlflow.db'})" in str(caught.value)
 
 
+def test_an_import_into_the_unconfigured_default_store_creates_it(tmp_path, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    monkeypatch.setenv("REGISTRY_SDK_CACHE_DIR", str(tmp_path / "cache"))
+    source = rs.RegistryClient(f"sqlite:///{tmp_path / 'source.db'}")
+
+    @rs.register("churn", client=source)
+    def train() -> LogisticRegression:
+        return LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+
+    train()
+    bundle = source.export(["churn"], to=tmp_path / "bundle")
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    with rs.RegistryClient() as client:
+        report = client.import_(bundle)
+        assert list(report.created) == ["churn/1"]
+        assert client.get_version("churn/1").version == 1
+    assert (work / "mlflow.db").exists()
+
+
 # ============================================================================ URIs without a scheme
 
 
