@@ -473,9 +473,12 @@ def tracking_unreachable(client: RegistryClient) -> RegistryUnavailableError | N
         return None
     with operation(settings, fallback=True):
         try:
-            request("GET", "/health", action="reach the tracking server", retry=False)
+            request("GET", "/health", action="check health", retry=False)
         except RegistryUnavailableError as exc:
-            return exc
+            msg = f"the tracking server at {settings.tracking_uri} cannot be reached: {exc}"
+            down = RegistryUnavailableError(redact(msg), status=exc.status)
+            down.failure = exc.failure
+            return down
         except RegistryError:  # it answered (a proxy's 404 or 403): it is there
             return None
     return None
