@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 
 import click
 
-from registry_sdk.cli._common import echo_json, json_option, make_client
+from registry_sdk.cli._common import echo_json, json_option, make_client, mlflow_prints_to_stderr
 
 
 @click.command("export")
@@ -38,8 +36,8 @@ def export_cmd(ctx: click.Context, names: tuple[str, ...], to: str, as_json: boo
 def import_cmd(ctx: click.Context, path: str, move_aliases: bool, as_json: bool) -> None:
     """Import an export (checked first; running it again creates nothing new)."""
     # MLflow prints "View run ..." links to stdout when an import ends a run on a server:
-    # stdout is for the report (JSON must parse), so they go to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
+    # stdout is for the report (JSON must parse), so they go to stderr, credentials removed.
+    with mlflow_prints_to_stderr():
         report = make_client(ctx).import_(Path(path), move_aliases=move_aliases)
     if as_json:
         echo_json(report.to_dict())
