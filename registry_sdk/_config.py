@@ -31,6 +31,10 @@ DEFAULT_DEADLINE = 120.0
 #: Seconds a call may take when its caller can fall back (a cached alias resolution, the
 #: outbox) instead (``REGISTRY_SDK_FALLBACK_TIMEOUT``; never more than the timeout).
 DEFAULT_FALLBACK_TIMEOUT = 10.0
+#: The longest a connection may take to open; the configured timeout is the idle (read) timeout.
+MAX_CONNECT_TIMEOUT = 10.0
+#: Files of one version fetched at once (``REGISTRY_SDK_DOWNLOAD_WORKERS``; 1: one at a time).
+DEFAULT_DOWNLOAD_WORKERS = 8
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -79,6 +83,17 @@ def _seconds(given: float | None, env: Mapping[str, str], key: str, default: flo
         return given
     from_env = _first_number(env, key)
     return default if from_env is None else from_env
+
+
+def _workers(given: int | None, env: Mapping[str, str]) -> int:
+    """The download workers: an argument, else ``REGISTRY_SDK_DOWNLOAD_WORKERS``, else 8."""
+    if given is None:
+        from_env = _first_number(env, "REGISTRY_SDK_DOWNLOAD_WORKERS", whole=True)
+        given = DEFAULT_DOWNLOAD_WORKERS if from_env is None else int(from_env)
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        msg = f"download_workers must be a whole number, 1 or more, got {given!r}"
+        raise ValueError(msg)
+    return given
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -308,7 +323,12 @@ def _store_uris(
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """Everything a client needs to know, resolved once. Secrets never appear in ``repr``."""
+    """Everything a client needs to know, resolved once. Secrets never appear in ``repr``.
+
+    ``timeout`` is an idle timeout: the seconds an HTTP call may wait without receiving a byte
+    (a slow but moving download is never cut); opening a connection may take at most
+    ``min(timeout, MAX_CONNECT_TIMEOUT)`` seconds (see :meth:`http_timeout`).
+    """
 
     tracking_uri: str = attrs.field(repr=lambda uri: repr(redact(uri)))
     registry_uri: str = attrs.field(repr=lambda uri: repr(redact(uri)))
@@ -320,6 +340,8 @@ class Settings:
     deadline: float = DEFAULT_DEADLINE
     #: Seconds a call may take when its caller has a fallback (capped at ``timeout``).
     fallback_timeout: float = DEFAULT_FALLBACK_TIMEOUT
+    #: Files of one version downloaded at once (``REGISTRY_SDK_DOWNLOAD_WORKERS``; 1: in turn).
+    download_workers: int = DEFAULT_DOWNLOAD_WORKERS
     token: str | None = attrs.field(default=None, repr=False)
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
@@ -344,6 +366,11 @@ class Settings:
             return "basic"
         return "none"
 
+    @staticmethod
+    def http_timeout(seconds: float) -> tuple[float, float]:
+        """``(connect, read)`` for requests: a short connect timeout, ``seconds`` between bytes."""
+        return (min(seconds, MAX_CONNECT_TIMEOUT), seconds)
+
     @property
     def is_remote(self) -> bool:
         """True when the registry is an HTTP(S) server (REST backend)."""
@@ -363,6 +390,7 @@ class Settings:
         allow_local_artifacts: bool | None = None,
         deadline: float | None = None,
         fallback_timeout: float | None = None,
+        download_workers: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve settings: an argument beats its environment variable, which beats the default.
@@ -407,6 +435,7 @@ class Settings:
         if max_retries < 0:
             msg = f"max_retries must be 0 or more, got {max_retries}"
             raise ValueError(msg)
+        download_workers = _workers(download_workers, env)
 
         # Credentials embedded in the URI (http://user:pass@host) become basic auth.
         parts = urlsplit(registry)
@@ -424,6 +453,7 @@ class Settings:
             max_retries=int(max_retries),
             deadline=float(deadline),
             fallback_timeout=float(min(fallback_timeout, timeout)),
+            download_workers=download_workers,
             token=token,
             username=username or None,
             password=password or None,

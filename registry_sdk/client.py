@@ -106,7 +106,10 @@ class RegistryClient:
         cache_dir: model cache directory; default ``REGISTRY_SDK_CACHE_DIR``, else the user's
             cache directory.
         offline: never touch the network (``REGISTRY_SDK_OFFLINE``).
-        timeout: seconds per HTTP call (``REGISTRY_SDK_TIMEOUT``, default 30).
+        timeout: seconds an HTTP call may wait for the server without receiving a byte
+            (``REGISTRY_SDK_TIMEOUT``, default 30): an idle timeout, so a slow but moving
+            download is never cut; opening a connection may take at most
+            ``min(timeout, 10)`` seconds.
         max_retries: retries of one operation, over every layer that retries
             (``REGISTRY_SDK_MAX_RETRIES``, default 5).
         deadline: seconds after which an operation starts no new retry
@@ -114,6 +117,8 @@ class RegistryClient:
         fallback_timeout: seconds a call may take when there is a fallback: an alias load
             with a cached resolution, ``@register`` with its outbox
             (``REGISTRY_SDK_FALLBACK_TIMEOUT``, default 10, never more than ``timeout``).
+        download_workers: files of one version downloaded at once from a server's artifact
+            proxy (``REGISTRY_SDK_DOWNLOAD_WORKERS``, default 8; 1 fetches them in turn).
         require_digest: refuse to load a version that carries no artifact digest
             (``REGISTRY_SDK_REQUIRE_DIGEST``; default off: vanilla-registered versions load).
         allow_local_artifacts: let a remote server name artifact locations on this machine's
@@ -137,6 +142,7 @@ class RegistryClient:
         allow_local_artifacts: bool | None = None,
         deadline: float | None = None,
         fallback_timeout: float | None = None,
+        download_workers: int | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             tracking_uri,
@@ -149,6 +155,7 @@ class RegistryClient:
             allow_local_artifacts=allow_local_artifacts,
             deadline=deadline,
             fallback_timeout=fallback_timeout,
+            download_workers=download_workers,
         )
         self._backend: Backend | None = None
         self._sleep: Callable[[float], None] = time.sleep

@@ -1,23 +1,34 @@
 """REST backend: an MLflow tracking server over HTTP(S), with requests; never imports mlflow.
 
-One ``requests.Session`` per backend, a timeout on every call, and tenacity retries on connection
-errors, 408/429/5xx and ``Retry-After``. Calls that create something are sent once: the client
-decides how to retry them safely.
+One ``requests.Session`` per backend, a timeout on every call, and retries on connection errors,
+408/429/5xx and ``Retry-After`` within the operation's one budget (:mod:`registry_sdk._retry`).
+Calls that create something are sent once: the client decides how to retry them safely.
+
+Every call has a short connect timeout and the configured timeout as its read timeout, which
+requests applies between bytes: an idle timeout, so a big download that keeps moving is never
+cut. A version's files are downloaded by a bounded pool of threads sharing the session; each file
+goes to ``<name>.incomplete`` and a try cut short resumes from its size with an HTTP ``Range``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import email.utils
 import errno
+import hashlib
 import logging
 import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
 from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import (
@@ -26,6 +37,7 @@ from registry_sdk._capabilities import (
     feature_of_endpoint,
     parse_server_version,
 )
+from registry_sdk._config import Settings
 from registry_sdk._progress import Progress
 from registry_sdk._retry import Failure, current, is_refused, operation, retry_call
 from registry_sdk._version import __version__
@@ -46,8 +58,6 @@ from registry_sdk.webhooks import Webhook, WebhookTestResult, events_to_json
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
-
-    from registry_sdk._config import Settings
 
 logger = logging.getLogger("registry_sdk.rest")
 
@@ -80,6 +90,55 @@ _WRITE_FLAGS = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_BINARY", 0)
 )
+#: Opening a file being downloaded to go on from where a cut try stopped.
+_RESUME_FLAGS = _WRITE_FLAGS & ~os.O_TRUNC
+#: What a file being downloaded is called until it is whole: ``<name>.incomplete``.
+INCOMPLETE = ".incomplete"
+#: A 206 reply's ``Content-Range``: ``bytes <first>-<last>/<total or *>``.
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+#: Bytes read at a time. A try cut mid-read loses that read (urllib3 drops a short read of a
+#: reply with a Content-Length), so this bounds what a resumed try fetches again.
+_CHUNK = 1 << 18
+_PARTIAL_CONTENT = 206
+_RANGE_NOT_SATISFIABLE = 416
+
+
+class _FileJob(NamedTuple):
+    """One file of a download: where it is on the server, where it goes, its listed size."""
+
+    remote: str
+    target: Path
+    partial: Path
+    size: int
+
+
+def _partial_names(relatives: Sequence[str]) -> dict[str, str]:
+    """The name each listed file is downloaded under until whole, relative like the listing.
+
+    ``<name>.incomplete`` beside the file, unless the listing itself holds that path (then
+    ``~`` is added until it is free: a file is never written over another's bytes) or it would
+    not fit in a file name (then a digest of the name stands for it).
+    """
+    taken: set[str] = set()
+    for relative in relatives:
+        parts = relative.split("/")
+        taken.update("/".join(parts[:i]).casefold() for i in range(1, len(parts) + 1))
+    names: dict[str, str] = {}
+    for relative in relatives:
+        folder, _, name = relative.rpartition("/")
+        base = name + INCOMPLETE
+        if len(base.encode("utf-8")) > MAX_NAME_BYTES - 8:
+            base = f".{hashlib.sha256(name.encode('utf-8')).hexdigest()[:32]}{INCOMPLETE}"
+        candidate = f"{folder}/{base}" if folder else base
+        while candidate.casefold() in taken:
+            candidate += "~"
+        taken.add(candidate.casefold())
+        names[relative] = candidate
+    return names
+
+
+class _Cancelled(Exception):  # noqa: N818 - a signal to stop, never seen outside
+    """Another file of the same download failed: this one stops too."""
 
 
 class _Transient(Exception):  # noqa: N818 - a signal to retry, never seen outside
@@ -138,7 +197,7 @@ class RestBackend:
         self.uri = settings.registry_uri.rstrip("/")
         self._timeout = settings.timeout
         self._sleep = sleep
-        self._session = session or requests.Session()
+        self._session = session or self._new_session(settings)
         self._session.headers["User-Agent"] = f"registry-sdk/{__version__}"
         if settings.token:
             self._session.headers["Authorization"] = f"Bearer {settings.token}"
@@ -155,6 +214,16 @@ class RestBackend:
 
     def __repr__(self) -> str:
         return f"RestBackend({self.uri!r}, auth={self.settings.auth_kind!r})"
+
+    @staticmethod
+    def _new_session(settings: Settings) -> requests.Session:
+        """A session whose connection pool keeps one connection per download worker."""
+        session = requests.Session()
+        # A pool smaller than the workers would open and drop a connection for every file.
+        adapter = HTTPAdapter(pool_maxsize=max(DEFAULT_POOLSIZE, settings.download_workers))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
 
     # ---------------------------------------------------------------------------- transport
 
@@ -177,6 +246,7 @@ class RestBackend:
         action: str,
         stream: bool = False,
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         started = time.perf_counter()
         try:
@@ -187,7 +257,8 @@ class RestBackend:
                 url,
                 params=params,
                 json=body,
-                timeout=timeout or self._timeout,
+                headers=headers,
+                timeout=Settings.http_timeout(timeout or self._timeout),
                 verify=self._session.verify,
                 stream=stream,
             )
@@ -899,11 +970,18 @@ class RestBackend:
         return RegistryError(redact(f"{action}: cannot write {target}: {reason}"))
 
     def download_artifacts(self, path: str, dest: Path, *, label: str) -> None:
-        """Stream every file under ``path`` into ``dest``, each retried whole if cut short.
+        """Stream every file under ``path`` into ``dest``, several at once, each resumable.
+
+        ``settings.download_workers`` files are fetched at once. Each file is written as
+        ``<name>.incomplete`` and renamed once whole; a try cut short goes on from where it
+        stopped (HTTP ``Range``) within the file's retry budget. The first file that fails
+        stops the others, and its error is raised; no ``.incomplete`` file is left behind.
 
         Raises:
             InvalidResponseError: the listing or a file is not what a server may send (see
-                :meth:`list_artifacts`; a body longer than its listed size).
+                :meth:`list_artifacts`; a body longer than its listed size; a ``206`` for
+                other bytes than asked for, on the last try).
+            RegistryUnavailableError: a file could not be fetched within its retry budget.
             RegistryError: a file could not be written here (disk full, permissions).
         """
         files = self.list_artifacts(path)
@@ -913,19 +991,63 @@ class RestBackend:
         except OSError as exc:
             action = f"download the artifacts of {label}"
             raise self._write_error(action, dest, exc) from None
-        progress = Progress(label, sum(max(size, 0) for _, _, size in files))
-        for remote, _, size in files:
-            relative = remote[len(root) :].lstrip("/") if root else remote
+        relatives = [
+            (remote, remote[len(root) :].lstrip("/") if root else remote, size)
+            for remote, _, size in files
+        ]
+        partials = _partial_names([relative for _, relative, _ in relatives])
+        jobs: list[_FileJob] = []
+        for remote, relative, size in relatives:
             target = dest / relative
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 action = f"download artifact {remote!r}"
                 raise self._write_error(action, target, exc) from None
-            self._download_file(remote, target, progress, size)
-        progress.close()
+            jobs.append(_FileJob(remote, target, dest / partials[relative], size))
+        progress = Progress(label, sum(max(size, 0) for _, _, size in files))
+        try:
+            self._download_files(jobs, progress)
+        finally:
+            progress.close()
 
-    def _get_once(self, endpoint: str, action: str) -> requests.Response:
+    def _download_files(self, jobs: Sequence[_FileJob], progress: Progress) -> None:
+        """Fetch ``jobs`` with at most ``settings.download_workers`` threads; first error wins."""
+        workers = min(self.settings.download_workers, len(jobs))
+        if workers <= 1:
+            for job in jobs:
+                self._download_file(job.remote, job.target, progress, job.size, partial=job.partial)
+            return
+        cancelled = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry-sdk-download")
+        try:
+            futures = [
+                # Each file in a copy of this context: an outer operation's fallback still rules.
+                pool.submit(
+                    contextvars.copy_context().run,
+                    self._download_file,
+                    job.remote,
+                    job.target,
+                    progress,
+                    job.size,
+                    partial=job.partial,
+                    cancelled=cancelled,
+                )
+                for job in jobs
+            ]
+            for future in as_completed(futures):
+                error = future.exception()
+                if error is not None and not isinstance(error, _Cancelled):
+                    cancelled.set()
+                    raise error
+        finally:
+            # Never return (or let the caller remove ``dest``) while a worker still writes.
+            cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _get_once(
+        self, endpoint: str, action: str, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
         """One streamed GET; a transient failure stays a ``_Transient`` for the caller's loop."""
         budget = current(self.settings)
         return self._attempt(
@@ -937,56 +1059,45 @@ class RestBackend:
             action,
             stream=True,
             timeout=budget.request_timeout,
+            headers=headers,
         )
 
-    def _download_file(self, remote: str, target: Path, progress: Progress, size: int = -1) -> None:
-        """Fetch one file; ``size`` (-1: unknown) is what the listing announced."""
-        endpoint = f"{ARTIFACTS_API}/{quote(remote)}"
-        action = f"download artifact {remote!r}"
+    def _download_file(
+        self,
+        remote: str,
+        target: Path,
+        progress: Progress,
+        size: int = -1,
+        *,
+        partial: Path | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        """Fetch one file into ``partial`` (default ``<target>.incomplete``), then rename it.
 
-        def attempt() -> None:
-            written = 0
-            try:
-                with (
-                    self._get_once(endpoint, action) as response,
-                    os.fdopen(os.open(target, _WRITE_FLAGS, 0o666), "wb") as fh,
-                ):
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        if 0 <= size < written + len(chunk):
-                            # Never fill the disk past what the listing promised.
-                            msg = (
-                                f"{action}: the server sent more than the {size} bytes the "
-                                "listing announced"
-                            )
-                            raise InvalidResponseError(msg)
-                        fh.write(chunk)
-                        written += len(chunk)
-                        progress.advance(len(chunk))
-            except requests.RequestException as exc:  # reset, timeout, or a body cut short
-                progress.advance(-written)
-                error = RegistryUnavailableError(redact(f"{action}: cut short: {exc}"))
-                raise _Transient(error) from None
-            except OSError as exc:  # writing here: disk full, permissions, a path too long
-                raise self._write_error(action, target, exc) from None
-            # A reply delimited by closing the connection looks complete when cut: compare.
-            if size >= 0 and written != size:
-                progress.advance(-written)
-                msg = f"{action}: got {written} bytes, the listing announced {size}"
-                raise _Transient(RegistryUnavailableError(redact(msg)))
-
+        ``size`` (-1: unknown) is what the listing announced. See :class:`_FileDownload` for
+        how a try cut short is resumed.
+        """
+        if partial is None:
+            partial = target.with_name(target.name + INCOMPLETE)
+        job = _FileJob(remote, target, partial, size)
+        download = _FileDownload(self, job, progress, cancelled)
         # One budget per file, spent by this loop alone: the GETs inside are sent once each,
         # so an endlessly failing file costs at most max_retries + 1 of them.
         with operation(self.settings, fresh=True) as budget:
             try:
                 retry_call(
-                    attempt,
+                    download.attempt,
                     budget=budget,
                     classify=self._classify,
                     sleep=self._sleep,
                     on_retry=self._log_retry,
                 )
             except _Transient as final:
+                download.discard()
                 raise self._final(final) from None
+            except BaseException:
+                download.discard()
+                raise
 
     # ---------------------------------------------------------------------------- diagnostics
 
@@ -1033,3 +1144,138 @@ class RestBackend:
     def close(self) -> None:
         """Close the HTTP session."""
         self._session.close()
+
+
+class _FileDownload:
+    """One file of a download, over the tries of its retry budget.
+
+    The file is written as ``job.partial``. A try cut short (connection dropped, idle timeout,
+    fewer bytes than listed) keeps what it got, and the next try asks for the rest with
+    ``Range: bytes=<have>-``: a ``206`` whose ``Content-Range`` is exactly that rest is
+    appended; a ``200`` (a server that ignores ranges, as MLflow 2 does) is written from the
+    start; a ``206`` for other bytes, or a ``416``, is refused and the next try starts over.
+    Only a whole file is renamed to ``job.target``. A ``partial`` already on disk before the
+    first try is never trusted: it is written over.
+    """
+
+    def __init__(
+        self,
+        backend: RestBackend,
+        job: _FileJob,
+        progress: Progress,
+        cancelled: threading.Event | None,
+    ) -> None:
+        self.backend = backend
+        self.job = job
+        self.progress = progress
+        self.cancelled = cancelled
+        self.action = f"download artifact {job.remote!r}"
+        #: Bytes of ``job.partial`` this download wrote (and counted on the progress bar).
+        self.have = 0
+        #: Whether ``job.partial`` was opened yet: the first open empties it.
+        self.started = False
+
+    def _check_cancelled(self) -> None:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise _Cancelled
+
+    def _restart(self) -> None:
+        self.progress.advance(-self.have)
+        self.have = 0
+
+    def discard(self) -> None:
+        """Give up: remove the partial file and take its bytes off the progress bar."""
+        self._restart()
+        with contextlib.suppress(OSError):  # never created, or its folder is going away
+            self.job.partial.unlink()
+
+    def attempt(self) -> None:
+        """One try: fetch what is missing, then rename the whole file into place."""
+        self._check_cancelled()
+        size = self.job.size
+        if not 0 < self.have == size:  # else every byte came before the last try failed
+            with self._get() as response:
+                start = self._reply_start(response)
+                if start == 0 and self.have:
+                    logger.info("%s: the server sent the whole file again", self.action)
+                    self._restart()
+                self._write(response, start)
+            # A reply delimited by closing the connection looks complete when cut: compare.
+            if size >= 0 and self.have != size:
+                msg = f"{self.action}: got {self.have} bytes, the listing announced {size}"
+                raise _Transient(RegistryUnavailableError(redact(msg)))
+        try:
+            self.job.partial.replace(self.job.target)
+        except OSError as exc:
+            raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+
+    def _get(self) -> requests.Response:
+        endpoint = f"{ARTIFACTS_API}/{quote(self.job.remote)}"
+        headers = {"Range": f"bytes={self.have}-"} if self.have else None
+        try:
+            return self.backend._get_once(endpoint, self.action, headers)  # noqa: SLF001
+        except RegistryError as exc:
+            if self.have and exc.status == _RANGE_NOT_SATISFIABLE:
+                self._restart()  # the server cannot go on from there: the next try starts over
+                raise _Transient(exc) from None
+            raise
+
+    def _reply_start(self, response: requests.Response) -> int:
+        """Where the body of ``response`` starts in the file: 0 (all of it) or ``self.have``.
+
+        Raises:
+            _Transient: a ``206`` whose ``Content-Range`` is not the rest of the file from
+                ``self.have`` on (the next try starts over).
+        """
+        if response.status_code != _PARTIAL_CONTENT:
+            return 0
+        value = response.headers.get("Content-Range", "")
+        found = _CONTENT_RANGE.fullmatch(value.strip())
+        size = self.job.size
+        ok = found is not None
+        if found is not None:
+            first, last = int(found[1]), int(found[2])
+            total = None if found[3] == "*" else int(found[3])
+            whole = size if size >= 0 else total
+            ok = (
+                first == self.have
+                and last >= first
+                and (total is None or last + 1 == total)
+                and (whole is None or (last + 1 == whole and total in {None, whole}))
+            )
+        if not ok:
+            asked = self.have
+            self._restart()
+            msg = (
+                f"{self.action}: asked for the bytes from {asked} on, the server answered 206 "
+                f"with Content-Range {value!r}; not appended, the next try starts over"
+            )
+            raise _Transient(InvalidResponseError(redact(msg)))
+        return self.have
+
+    def _write(self, response: requests.Response, start: int) -> None:
+        """Write the body of ``response`` into the partial file from byte ``start`` on."""
+        flags = _RESUME_FLAGS if start and self.started else _WRITE_FLAGS
+        size = self.job.size
+        try:
+            with os.fdopen(os.open(self.job.partial, flags, 0o666), "wb") as fh:
+                self.started = True
+                fh.truncate(start)
+                fh.seek(start)
+                for chunk in response.iter_content(chunk_size=_CHUNK):
+                    self._check_cancelled()
+                    if 0 <= size < self.have + len(chunk):
+                        # Never fill the disk past what the listing promised.
+                        msg = (
+                            f"{self.action}: the server sent more than the {size} bytes the "
+                            "listing announced"
+                        )
+                        raise InvalidResponseError(msg)
+                    fh.write(chunk)
+                    self.have += len(chunk)
+                    self.progress.advance(len(chunk))
+        except requests.RequestException as exc:  # reset, idle timeout, or a body cut short
+            error = RegistryUnavailableError(redact(f"{self.action}: cut short: {exc}"))
+            raise _Transient(error) from None
+        except OSError as exc:  # writing here: disk full, permissions, a path too long
+            raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001

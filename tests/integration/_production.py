@@ -503,7 +503,7 @@ class _FaultHandler(_Handler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         parts = urlsplit(self.path)
-        seen = Seen(self.command, parts.path, parts.query)
+        seen = Seen(self.command, parts.path, parts.query, self.headers.get("Range"))
         cut = self.owner._arrive(seen)
         fault = self.owner._pick(seen)
         if fault is not None and not fault.forward:
@@ -517,10 +517,12 @@ class _FaultHandler(_Handler):
             self._send(502, [], b"")
             return
         status, headers, data = reply
-        if cut is not None and status == 200 and self.command == "GET":
-            self._faulty(cut, headers, data)
+        if cut is not None and status in {200, 206} and self.command == "GET":
+            self._faulty(seen, cut, status, headers, data)
             return
         self._send(status, headers, data)
+        if self.command != "HEAD":
+            self.owner._count(seen, len(data))
 
     def _upstream(self, body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes] | None:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}

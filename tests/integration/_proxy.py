@@ -8,6 +8,9 @@ Faults apply to replies whose path matches, on chosen attempts:
   (with the full ``Content-Length``, so the client can tell; or close-delimited, so it cannot);
 * :meth:`CountingProxy.stall` sends part of the body, then waits until released (or stopped).
 
+Both apply to whole (200) and partial (206, an answer to ``Range``) replies. The body bytes sent
+for each artifact file are counted (:meth:`CountingProxy.bytes_sent`).
+
 Upstream replies are read whole before being sent on: model files in the tests are small.
 """
 
@@ -54,6 +57,8 @@ class Seen:
     method: str
     path: str
     query: str
+    #: The request's ``Range`` header, if any.
+    range: str | None = None
 
     @property
     def is_artifact_file(self) -> bool:
@@ -105,6 +110,10 @@ class CountingProxy:
         self.upstream_port = parts.port
         self._lock = threading.Lock()
         self._seen: list[Seen] = []
+        self._sent: Counter[str] = Counter()
+        self._in_flight = 0
+        #: The most GETs of artifact files answered at the same time.
+        self.peak_file_gets = 0
         self._faults: list[_Fault] = []
         self._stalls: list[Stall] = []
         self._server: ThreadingHTTPServer | None = None
@@ -167,6 +176,21 @@ class CountingProxy:
     def endpoints(self) -> Counter[str]:
         """How many requests each endpoint got (see :attr:`Seen.endpoint`)."""
         return Counter(s.endpoint for s in self.seen)
+
+    def bytes_sent(self) -> Counter[str]:
+        """Body bytes sent back for each artifact file, by path under the artifact API."""
+        with self._lock:
+            return Counter(self._sent)
+
+    def _file_get(self, entering: bool) -> None:
+        with self._lock:
+            self._in_flight += 1 if entering else -1
+            self.peak_file_gets = max(self.peak_file_gets, self._in_flight)
+
+    def _count(self, seen: Seen, nbytes: int) -> None:
+        if seen.is_artifact_file and seen.method == "GET":
+            with self._lock:
+                self._sent[seen.path[len(ARTIFACTS_API) + 1 :]] += nbytes
 
     def file_downloads(self) -> Counter[str]:
         """How many times each artifact file was requested, by path under the artifact API."""
@@ -242,7 +266,14 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the test reads :attr:`CountingProxy.seen` instead."""
 
     def do_GET(self) -> None:
-        self._forward()
+        file_get = urlsplit(self.path).path.startswith(ARTIFACTS_API + "/")
+        if file_get:
+            self.owner._file_get(entering=True)
+        try:
+            self._forward()
+        finally:
+            if file_get:
+                self.owner._file_get(entering=False)
 
     def do_POST(self) -> None:
         self._forward()
@@ -263,7 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         parts = urlsplit(self.path)
-        fault = self.owner._arrive(Seen(self.command, parts.path, parts.query))
+        seen = Seen(self.command, parts.path, parts.query, self.headers.get("Range"))
+        fault = self.owner._arrive(seen)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         upstream = http.client.HTTPConnection(
             self.owner.upstream_host, self.owner.upstream_port, timeout=60
@@ -281,8 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             upstream.close()
-        if fault is not None and status == 200 and self.command == "GET":
-            self._faulty(fault, reply_headers, data)
+        if fault is not None and status in {200, 206} and self.command == "GET":
+            self._faulty(seen, fault, status, reply_headers, data)
             return
         self.send_response_only(status)
         for key, value in reply_headers:
@@ -291,9 +323,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+            self.owner._count(seen, len(data))
 
-    def _faulty(self, fault: _Fault, headers: list[tuple[str, str]], data: bytes) -> None:
-        self.send_response_only(200)
+    def _faulty(
+        self,
+        seen: Seen,
+        fault: _Fault,
+        status: int,
+        headers: list[tuple[str, str]],
+        data: bytes,
+    ) -> None:
+        self.send_response_only(status)
         for key, value in headers:
             self.send_header(key, value)
         if fault.keep_length:
@@ -302,6 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data[: fault.after_bytes])
         self.wfile.flush()
+        self.owner._count(seen, len(data[: fault.after_bytes]))
         if fault.stall is not None:
             fault.stall.reached.set()
             fault.stall.release.wait(STALL_LIMIT_S)

@@ -19,6 +19,7 @@ from _rest_fakes import API, URI, FakeSleep, make_settings, mock_http, model_jso
 
 from registry_sdk._backends.rest import RestBackend
 from registry_sdk._config import (
+    DEFAULT_DOWNLOAD_WORKERS,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_TRACKING_URI,
@@ -87,6 +88,7 @@ def test_defaults_apply_when_neither_argument_nor_environment_says_anything(tmp_
         ),
         ("timeout", "REGISTRY_SDK_TIMEOUT", "12", 3.5, 12.0),
         ("max_retries", "REGISTRY_SDK_MAX_RETRIES", "9", 1, 9),
+        ("download_workers", "REGISTRY_SDK_DOWNLOAD_WORKERS", "3", 1, 3),
         ("offline", "REGISTRY_SDK_OFFLINE", "true", False, True),
         (
             "cache_dir",
@@ -140,6 +142,20 @@ def test_mlflow_variables_are_used_when_registry_sdk_ones_are_absent():
 def test_zero_retries_from_the_environment_means_zero_not_the_default():
     assert Settings.resolve(env={"REGISTRY_SDK_MAX_RETRIES": "0"}).max_retries == 0
     assert Settings.resolve(env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}).max_retries == 0
+
+
+def test_download_workers_default_to_eight_and_must_be_a_whole_number_from_one():
+    assert Settings.resolve(env={}).download_workers == DEFAULT_DOWNLOAD_WORKERS == 8
+    for bad in ("0", "-2", "2.5", "many"):
+        with pytest.raises(ValueError, match=r"REGISTRY_SDK_DOWNLOAD_WORKERS|download_workers"):
+            Settings.resolve(env={"REGISTRY_SDK_DOWNLOAD_WORKERS": bad})
+    with pytest.raises(ValueError, match="download_workers"):
+        Settings.resolve(env={}, download_workers=0)
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [(30.0, (10.0, 30.0)), (2.0, (2.0, 2.0))])
+def test_the_connect_timeout_is_short_and_the_timeout_is_the_idle_read_timeout(timeout, expected):
+    assert Settings.http_timeout(timeout) == expected
 
 
 def test_an_empty_variable_counts_as_unset():
@@ -543,8 +559,9 @@ def test_every_request_carries_the_configured_timeout(call):
 
     assert session.sent
     assert len(received) == len(session.sent)
-    assert all(kwargs.get("timeout") == 7.5 for _, _, kwargs in session.sent)
-    assert all(kwargs["timeout"] == 7.5 for kwargs in received)
+    # (connect, read): the read timeout is the idle time between bytes.
+    assert all(kwargs.get("timeout") == (7.5, 7.5) for _, _, kwargs in session.sent)
+    assert all(kwargs["timeout"] == (7.5, 7.5) for kwargs in received)
     assert all(
         url.startswith((API, URI + "/health", URI + "/version")) for _, url, _ in session.sent
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,6 +30,7 @@ from registry_sdk._backends.rest import RestBackend
 from registry_sdk.errors import (
     InvalidResponseError,
     RegistryError,
+    RegistryUnavailableError,
     UnsafeArtifactError,
 )
 
@@ -501,3 +503,228 @@ def test_a_destination_that_cannot_be_written_is_a_registry_error(tmp_path):
     assert not isinstance(caught.value, OSError)
     assert str(blocker) in str(caught.value)
     assert "cannot write" in str(caught.value)
+
+
+# ============================================================================ parallel, resumable
+
+
+class RangeServer(ArtifactServer):
+    """An artifact proxy whose first ``cuts`` replies of each file stop at half their body.
+
+    ``ranges``: ``"honour"`` answers a ``Range`` with a 206 of the rest (as MLflow 3 does);
+    ``"ignore"`` answers 200 with the whole file (as MLflow 2 does); ``"wrong"`` answers 206
+    with the whole file and a ``Content-Range`` from 0. ``keep_length``: a cut reply announces
+    the full ``Content-Length`` (a dropped connection); else it just ends early.
+    """
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        *,
+        ranges: str = "honour",
+        cuts: int = 1,
+        keep_length: bool = True,
+    ) -> None:
+        listing = {"": [entry(name, len(body)) for name, body in files.items()]}
+        super().__init__(REMOTE, PROXIED, listing=listing, files=files)
+        self.ranges = ranges
+        self.cuts_left = dict.fromkeys(files, cuts)
+        self.keep_length = keep_length
+        #: (file, Range header or None, status, body bytes sent) of every file request.
+        self.replies: list[tuple[str, str | None, int, int]] = []
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+        path = urlsplit(str(request.url)).path
+        if not path.startswith(ARTIFACTS + "/"):
+            return super().__call__(request)
+        self.requests.append(request)
+        name = self._relative(unquote(path[len(ARTIFACTS) + 1 :]))
+        body = self.files[name]
+        asked = request.headers.get("Range")
+        status, headers, payload = 200, {}, body
+        if asked is not None and self.ranges != "ignore":
+            start = int(asked.removeprefix("bytes=").removesuffix("-"))
+            status = 206
+            if self.ranges == "honour":
+                payload = body[start:]
+                headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+            else:
+                headers["Content-Range"] = f"bytes 0-{len(body) - 1}/{len(body)}"
+        if self.cuts_left[name] > 0:
+            self.cuts_left[name] -= 1
+            if self.keep_length:
+                headers["Content-Length"] = str(len(payload))
+            payload = payload[: len(payload) // 2]
+        self.replies.append((name, asked, status, len(payload)))
+        return status, headers, payload
+
+
+def fetch(server: ArtifactServer, dest: Path, **settings: Any) -> RestBackend:
+    """``download_artifacts`` of the version's location into ``dest`` (no clean-up on failure)."""
+    settings.setdefault("max_retries", 2)
+    with mock_http() as http:
+        _serve(http, server)
+        backend = RestBackend(make_settings(server.base, **settings), sleep=FakeSleep())
+        backend.download_artifacts(ROOT, dest, label="m/1")
+    return backend
+
+
+BIG = bytes(range(256)) * 4000  # 1 MB: several reads
+
+
+def resumed_from(asked: str | None) -> int:
+    """The first byte a ``Range: bytes=<n>-`` header asks for."""
+    assert asked is not None
+    found = re.fullmatch(r"bytes=(\d+)-", asked)
+    assert found is not None, asked
+    return int(found[1])
+
+
+@pytest.mark.parametrize("keep_length", [True, False], ids=["connection-dropped", "body-short"])
+def test_a_file_cut_at_half_resumes_with_a_range_and_appends_the_rest(tmp_path, keep_length):
+    server = RangeServer({"big": BIG}, keep_length=keep_length)
+
+    fetch(server, tmp_path / "dest")
+
+    assert (tmp_path / "dest" / "big").read_bytes() == BIG
+    (_, first, _, _), (_, second, status, sent) = server.replies
+    assert first is None
+    kept = resumed_from(second)
+    # What arrived before the cut, less the read it cut short at most, is kept.
+    assert len(BIG) // 2 - rest._CHUNK <= kept <= len(BIG) // 2
+    assert (status, sent) == (206, len(BIG) - kept)  # only the rest crossed the wire again
+    # The .incomplete file was renamed.
+    assert [p.name for p in (tmp_path / "dest").iterdir()] == ["big"]
+
+
+def test_a_server_ignoring_range_sends_the_whole_file_again_and_it_is_written_from_the_start(
+    tmp_path,
+):
+    server = RangeServer({"big": BIG}, ranges="ignore")
+
+    fetch(server, tmp_path / "dest")
+
+    assert (tmp_path / "dest" / "big").read_bytes() == BIG  # not half + whole
+    (_, first, _, _), (_, second, status, sent) = server.replies
+    assert first is None
+    assert resumed_from(second) > 0
+    assert (status, sent) == (200, len(BIG))
+
+
+def test_a_206_with_the_wrong_content_range_is_refused_and_the_next_try_starts_over(tmp_path):
+    server = RangeServer({"big": BIG}, ranges="wrong")
+
+    fetch(server, tmp_path / "dest", max_retries=2)
+
+    assert (tmp_path / "dest" / "big").read_bytes() == BIG
+    asked = [(asked, status) for _, asked, status, _ in server.replies]
+    assert [a is None for a, _ in asked] == [True, False, True]
+    # bytes 0-... when the rest was asked for: not appended, the third try starts over
+    assert [status for _, status in asked] == [200, 206, 200]
+
+
+def test_a_wrong_content_range_on_the_last_try_is_a_typed_error_and_leaves_nothing(tmp_path):
+    server = RangeServer({"big": BIG}, ranges="wrong")
+
+    with pytest.raises(InvalidResponseError, match=r"Content-Range 'bytes 0-") as caught:
+        download(server, tmp_path / "dest")  # max_retries=1: the cut, then the wrong range
+
+    assert re.search(r"asked for the bytes from [1-9]\d* on", str(caught.value))
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize(
+    "content_range",
+    ["{first}-999999/1000000", "{start}-999998/999999", "{start}-999999/*x", "", "{start}-0/*"],
+)
+def test_only_the_exact_rest_of_the_file_is_appended(tmp_path, content_range):
+    class Skewed(RangeServer):
+        def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+            status, headers, payload = super().__call__(request)
+            if status == 206:
+                start = resumed_from(request.headers["Range"])
+                skewed = content_range.format(start=start, first=start - 1)
+                headers["Content-Range"] = f"bytes {skewed}" if skewed else ""
+            return status, headers, payload
+
+    server = Skewed({"big": BIG[:1_000_000]})
+
+    fetch(server, tmp_path / "dest", max_retries=2)
+
+    assert (tmp_path / "dest" / "big").read_bytes() == BIG[:1_000_000]
+    assert [asked is None for _, asked, _, _ in server.replies] == [True, False, True]
+
+
+def test_a_file_cut_every_time_costs_max_retries_plus_one_gets_and_leaves_no_partial(tmp_path):
+    server = RangeServer({"big": BIG}, cuts=99)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    with pytest.raises(RegistryUnavailableError, match=r"cut short"):
+        fetch(server, dest, max_retries=2)
+
+    assert server.file_requests("big") == 3
+    assert list(dest.iterdir()) == []  # neither the file nor its .incomplete
+
+
+@pytest.mark.parametrize("workers", [1, 8])
+def test_many_files_in_parallel_or_in_turn_give_the_same_tree(tmp_path, workers):
+    files = {f"part-{i:02d}.bin": bytes([i]) * (1000 + i) for i in range(30)}
+    files["w"] = b"the file"
+    files["w.incomplete"] = b"a listed file whose name is another's partial name"
+    server = RangeServer(files, cuts=1)
+
+    fetch(server, tmp_path / "dest", download_workers=workers)
+
+    got = {p.name: p.read_bytes() for p in (tmp_path / "dest").iterdir()}
+    assert got == files
+    assert all(server.file_requests(name) == 2 for name in files)  # each cut once, resumed
+
+
+def test_the_progress_bar_counts_every_byte_once_across_workers_and_resumes(tmp_path, monkeypatch):
+    bars: list[Any] = []
+
+    class Recording(rest.Progress):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(rest, "Progress", Recording)
+    files = {f"f{i}": bytes([i]) * 50_000 for i in range(12)}
+    files["ignored"] = BIG
+    server = RangeServer(files, cuts=1)
+
+    fetch(server, tmp_path / "dest", download_workers=4)
+
+    assert [bar.done for bar in bars] == [sum(len(b) for b in files.values())]
+
+
+def test_the_first_failure_stops_the_other_files_and_is_raised(tmp_path):
+    files = {f"f{i:02d}": b"x" * 100 for i in range(20)}
+    listing = {"": [entry("bad", 3), *(entry(name, 100) for name in files)]}
+
+    class Slow(ArtifactServer):
+        def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+            path = urlsplit(str(request.url)).path
+            if path.startswith(ARTIFACTS + "/") and not path.endswith("/bad"):
+                time.sleep(0.05)  # the good files take a while; the bad one fails at once
+            return super().__call__(request)
+
+    server = Slow(REMOTE, PROXIED, listing=listing, files=files)  # "bad" is listed, not found
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    with pytest.raises(RegistryError, match=r"bad") as caught:
+        fetch(server, dest, download_workers=2)
+
+    assert not isinstance(caught.value, RegistryUnavailableError)  # the real error, typed
+    fetched = sum(server.file_requests(name) for name in files)
+    assert fetched < len(files)  # the rest were cancelled
+    assert not [p for p in dest.iterdir() if p.name.endswith(rest.INCOMPLETE)]
+
+
+def test_the_connection_pool_holds_a_connection_per_download_worker():
+    backend = RestBackend(make_settings(REMOTE, download_workers=32), sleep=FakeSleep())
+    adapter = backend._session.get_adapter(REMOTE)
+
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] >= 32
