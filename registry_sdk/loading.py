@@ -483,7 +483,11 @@ def _load_with_mlflow_unchecked(cache: ModelCache, entry: CachedVersion, flavor:
         if "sklearn" in flavors:
             _write_fast(cache, entry, native, "predict")
         return native
-    pyfunc = mlflow.pyfunc.load_model(str(entry.artifacts))
+    # MLflow's own check of the model's requirements maps every installed distribution to its
+    # modules first (over a second, more than the rest of a small model's load): the same
+    # check is made below from the package versions alone.
+    _warn_environment_mismatches(entry, meta)
+    pyfunc = mlflow.pyfunc.load_model(str(entry.artifacts), suppress_warnings=True)
     loaded = LoadedModel(entry.version, entry.artifacts, None, None, pyfunc)
     if "sklearn" in flavors:
         native = pyfunc.get_raw_model()
@@ -491,6 +495,70 @@ def _load_with_mlflow_unchecked(cache: ModelCache, entry: CachedVersion, flavor:
     elif flavors.get("python_function", {}).get("cloudpickle_version"):
         _write_fast(cache, entry, pyfunc.unwrap_python_model(), "python_model")
     return loaded
+
+
+def _environment_mismatches(model_dir: Path, meta: dict[str, Any]) -> list[str]:
+    """What of the model's ``requirements.txt`` and Python version this process does not match.
+
+    The check MLflow's ``pyfunc.load_model`` makes (and words alike), from installed versions
+    only: a requirement whose package is missing or whose version is outside the specifier,
+    and a Python of another minor version than the model was saved with.
+    """
+    try:
+        lines = (model_dir / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    problems = [p for p in map(_requirement_problem, lines) if p is not None]
+    saved_with = str((meta.get("flavors") or {}).get("python_function", {}).get("python_version"))
+    running = platform.python_version()
+    if saved_with.count(".") >= 1 and saved_with.split(".")[:2] != running.split(".")[:2]:
+        problems.append(f"python (current: {running}, the model was saved with: {saved_with})")
+    return problems
+
+
+def _requirement_problem(line: str) -> str | None:
+    """How this process fails one line of a ``requirements.txt``, or None when it meets it."""
+    import importlib.metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    text = line.split("#", 1)[0].strip()
+    if not text or text.startswith("-"):
+        return None  # a comment, or a pip option (-r, --index-url, ...)
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return None  # a path or a URL: nothing to compare
+    if req.marker is not None and not req.marker.evaluate():
+        return None
+    try:
+        if req.name.lower() == "mlflow":
+            import mlflow  # an editable install's metadata may name another version
+
+            installed = str(mlflow.__version__)
+        else:
+            installed = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{req.name} (current: uninstalled, required: {text})"
+    if req.specifier and not req.specifier.contains(installed, prereleases=True):
+        return f"{req.name} (current: {installed}, required: {text})"
+    return None
+
+
+def _warn_environment_mismatches(entry: CachedVersion, meta: dict[str, Any]) -> None:
+    try:
+        problems = _environment_mismatches(entry.artifacts, meta)
+    except Exception as exc:  # noqa: BLE001 - a check, never a reason not to load
+        logger.debug("could not compare %s's requirements: %s", entry.version.ref, exc)
+        return
+    if problems:
+        logger.warning(
+            "%s: detected mismatches between the model's dependencies and this Python "
+            "environment:\n - %s\nInstall the model's requirements.txt (or "
+            "mlflow.pyfunc.get_model_dependencies) to fix them.",
+            entry.version.ref,
+            "\n - ".join(problems),
+        )
 
 
 def _load_native(path: Path, flavors: dict[str, Any]) -> Any:

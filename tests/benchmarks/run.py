@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import format_table, run_scenario, write_report
-from scenarios import all_scenarios
+from scenarios import all_scenarios, cleanup
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in all_scenarios(args.repeat) if not args.only or s.name in args.only]
     results = []
     with tempfile.TemporaryDirectory(prefix="registry-sdk-bench-") as tmp:
-        for scenario in scenarios:
-            print(f"running {scenario.name}: {scenario.description}", flush=True)
-            results.append(run_scenario(scenario, Path(tmp) / scenario.name))
+        try:
+            for scenario in scenarios:
+                print(f"running {scenario.name}: {scenario.description}", flush=True)
+                results.append(run_scenario(scenario, Path(tmp) / scenario.name))
+        finally:
+            cleanup()
     print(format_table(results))
     write_report(results, args.out)
     print(f"wrote {args.out}")

@@ -118,6 +118,24 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
         warmup=1,
         setup=setup,
     )
+    # An empty cache every time: ours removes its cache first; MLflow downloads to a fresh
+    # temporary directory on every load anyway.
+    cold = Scenario(
+        name="load_alias_cold",
+        description="fresh process, empty cache: load_model('rf@prod') + predict vs MLflow",
+        ours=cmd(
+            "import shutil; shutil.rmtree('cold-cache', ignore_errors=True); "
+            "os.environ['REGISTRY_SDK_CACHE_DIR'] = os.path.abspath('cold-cache'); "
+            f"import registry_sdk as rs; {_X}; rs.load_model('rf@prod').predict(X)"
+        ),
+        baseline=cmd(
+            f"import mlflow.pyfunc; {_X}; mlflow.pyfunc.load_model('models:/rf@prod').predict(X)"
+        ),
+        target_ratio=0.9,
+        repeat=max(3, repeat // 3),
+        warmup=1,
+        setup=setup,
+    )
     native = Scenario(
         name="load_native_vs_unpickle",
         description="load_model('rf@prod', flavor='native') + predict vs bare unpickle + predict",
@@ -154,7 +172,7 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
         setup=setup,
         teardown=_RfServer.stop,
     )
-    return [pyfunc, native, cli]
+    return [pyfunc, cold, native, cli]
 
 
 def _outage_setup(workdir: Path) -> None:
@@ -236,6 +254,11 @@ def _reuse_outage_setup(workdir: Path) -> None:
     """Share the first outage scenario's stopped server (the others need no cached model)."""
     source = workdir.parent / "outage_cached_alias"
     (workdir / "uri").write_text((source / "uri").read_text())
+
+
+def cleanup() -> None:
+    """Stop what scenarios started and left running (``--only`` may skip their teardown)."""
+    _RfServer.stop(Path())
 
 
 def all_scenarios(repeat: int) -> list[Scenario]:
