@@ -35,6 +35,9 @@ DEFAULT_FALLBACK_TIMEOUT = 10.0
 MAX_CONNECT_TIMEOUT = 10.0
 #: Files of one version fetched at once (``REGISTRY_SDK_DOWNLOAD_WORKERS``; 1: one at a time).
 DEFAULT_DOWNLOAD_WORKERS = 8
+#: Files of this many bytes or more are fetched straight from the artifact store when the server
+#: hands out presigned URLs (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``; 0: never).
+DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES = 8 << 20
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -92,6 +95,21 @@ def _workers(given: int | None, env: Mapping[str, str]) -> int:
         given = DEFAULT_DOWNLOAD_WORKERS if from_env is None else int(from_env)
     if isinstance(given, bool) or not isinstance(given, int) or given < 1:
         msg = f"download_workers must be a whole number, 1 or more, got {given!r}"
+        raise ValueError(msg)
+    return given
+
+
+def _min_bytes(given: int | None, env: Mapping[str, str]) -> int:
+    """The direct-download threshold: an argument, else its environment variable, else 8 MiB."""
+    key = "REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES"
+    if given is None:
+        from_env = _first_number(env, key, whole=True)
+        given = DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES if from_env is None else int(from_env)
+    if isinstance(given, bool) or not isinstance(given, int) or given < 0:
+        msg = (
+            f"direct_download_min_bytes ({key}) must be a whole number of bytes, 0 or more, "
+            f"got {given!r}"
+        )
         raise ValueError(msg)
     return given
 
@@ -342,6 +360,9 @@ class Settings:
     fallback_timeout: float = DEFAULT_FALLBACK_TIMEOUT
     #: Files of one version downloaded at once (``REGISTRY_SDK_DOWNLOAD_WORKERS``; 1: in turn).
     download_workers: int = DEFAULT_DOWNLOAD_WORKERS
+    #: Files of this many bytes or more come straight from the artifact store through a presigned
+    #: URL where the server offers one (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``; 0: never).
+    direct_download_min_bytes: int = DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES
     token: str | None = attrs.field(default=None, repr=False)
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
@@ -391,6 +412,7 @@ class Settings:
         deadline: float | None = None,
         fallback_timeout: float | None = None,
         download_workers: int | None = None,
+        direct_download_min_bytes: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve settings: an argument beats its environment variable, which beats the default.
@@ -436,6 +458,7 @@ class Settings:
             msg = f"max_retries must be 0 or more, got {max_retries}"
             raise ValueError(msg)
         download_workers = _workers(download_workers, env)
+        direct_download_min_bytes = _min_bytes(direct_download_min_bytes, env)
 
         # Credentials embedded in the URI (http://user:pass@host) become basic auth.
         parts = urlsplit(registry)
@@ -454,6 +477,7 @@ class Settings:
             deadline=float(deadline),
             fallback_timeout=float(min(fallback_timeout, timeout)),
             download_workers=download_workers,
+            direct_download_min_bytes=direct_download_min_bytes,
             token=token,
             username=username or None,
             password=password or None,

@@ -119,6 +119,10 @@ class RegistryClient:
             (``REGISTRY_SDK_FALLBACK_TIMEOUT``, default 10, never more than ``timeout``).
         download_workers: files of one version downloaded at once from a server's artifact
             proxy (``REGISTRY_SDK_DOWNLOAD_WORKERS``, default 8; 1 fetches them in turn).
+        direct_download_min_bytes: files of this many bytes or more are fetched straight
+            from the artifact store, in parallel byte ranges, when the server hands out
+            presigned URLs (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``, default 8 MiB;
+            0 never does).
         require_digest: refuse to load a version that carries no artifact digest
             (``REGISTRY_SDK_REQUIRE_DIGEST``; default off: vanilla-registered versions load).
         allow_local_artifacts: let a remote server name artifact locations on this machine's
@@ -143,6 +147,7 @@ class RegistryClient:
         deadline: float | None = None,
         fallback_timeout: float | None = None,
         download_workers: int | None = None,
+        direct_download_min_bytes: int | None = None,
     ) -> None:
         self.settings = Settings.resolve(
             tracking_uri,
@@ -156,6 +161,7 @@ class RegistryClient:
             deadline=deadline,
             fallback_timeout=fallback_timeout,
             download_workers=download_workers,
+            direct_download_min_bytes=direct_download_min_bytes,
         )
         self._backend: Backend | None = None
         self._sleep: Callable[[float], None] = time.sleep

@@ -8,6 +8,11 @@ Every call has a short connect timeout and the configured timeout as its read ti
 requests applies between bytes: an idle timeout, so a big download that keeps moving is never
 cut. A version's files are downloaded by a bounded pool of threads sharing the session; each file
 goes to ``<name>.incomplete`` and a try cut short resumes from its size with an HTTP ``Range``.
+
+A big file comes straight from the artifact store when the server hands out presigned URLs
+(MLflow 3 over S3): in parallel byte ranges, through a second session that carries none of this
+client's credentials. Where the server has no such URLs, or the store refuses or cannot be
+reached, the file goes through the server's artifact proxy as any other.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
+from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
+from requests.auth import AuthBase
 
 from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import (
@@ -39,7 +46,7 @@ from registry_sdk._capabilities import (
 )
 from registry_sdk._config import Settings
 from registry_sdk._progress import Progress
-from registry_sdk._retry import Failure, current, is_refused, operation, retry_call
+from registry_sdk._retry import Budget, Failure, current, is_refused, operation, retry_call
 from registry_sdk._version import __version__
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
@@ -101,6 +108,38 @@ _CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
 _CHUNK = 1 << 18
 _PARTIAL_CONTENT = 206
 _RANGE_NOT_SATISFIABLE = 416
+_FORBIDDEN = 403
+#: The artifact proxy's presigned-URL endpoint (MLflow 3; MLflow 2 servers answer 404).
+PRESIGNED_API = "/api/2.0/mlflow-artifacts/presigned"
+#: Answers meaning "no presigned URLs from this server": no such endpoint (MLflow 2), not for
+#: this store (MLflow 3 over a local directory answers 501), or not for this user.
+_NO_PRESIGNED = frozenset({400, 401, 403, 404, 405, 501})
+#: Bounds of one byte range of a direct download: a file is split in ``download_workers``
+#: ranges within these bounds.
+MIN_RANGE_BYTES = 1 << 20
+MAX_RANGE_BYTES = 64 << 20
+#: Headers a presigned reply may not ask for: the client sets them, they belong to one
+#: connection, or they carry credentials (a presigned URL carries its own, in the query).
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "cookie",
+        "host",
+        "proxy-authorization",
+        "range",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+#: An HTTP header name (RFC 9110 token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+#: The longest presigned URL accepted.
+_MAX_URL_CHARS = 16_384
+#: A URL's query in an error message: a presigned URL's signature, never shown.
+_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 
 
 class _FileJob(NamedTuple):
@@ -135,6 +174,115 @@ def _partial_names(relatives: Sequence[str]) -> dict[str, str]:
         taken.add(candidate.casefold())
         names[relative] = candidate
     return names
+
+
+class _Presigned(NamedTuple):
+    """A presigned URL of one file and the headers the server says to send with it."""
+
+    url: str
+    headers: dict[str, str]
+
+
+def parse_presigned(data: object, size: int, action: str) -> _Presigned:
+    """Check the server's presigned-URL reply for a file of ``size`` bytes; never trusted.
+
+    Raises:
+        InvalidResponseError: not a JSON object; a URL that is not http(s), names no host,
+            carries credentials or control characters; headers that are not names and values,
+            or ask for one the client sets itself or one carrying credentials; a
+            ``file_size`` other than the listing's.
+    """
+    if not isinstance(data, dict):
+        msg = f"{action}: the server's reply is not a presigned URL"
+        raise InvalidResponseError(msg)
+    url = _presigned_url(data.get("url"), action)
+    headers = _presigned_headers(data.get("headers"), action)
+    announced = data.get("file_size")
+    if announced is not None:
+        digits = isinstance(announced, str) and announced.isascii() and announced.isdigit()
+        number = isinstance(announced, int) and not isinstance(announced, bool)
+        if not (digits or number) or int(announced) != size:
+            msg = (
+                f"{action}: the presigned URL's file_size {announced!r} is not the "
+                f"{size} bytes the listing announced"
+            )
+            raise InvalidResponseError(msg)
+    return _Presigned(url, headers)
+
+
+def _presigned_url(url: object, action: str) -> str:
+    if not isinstance(url, str) or not url or len(url) > _MAX_URL_CHARS:
+        msg = f"{action}: the server's reply holds no usable URL"
+        raise InvalidResponseError(msg)
+    try:
+        parts = urlsplit(url)
+        acceptable = (
+            parts.scheme.lower() in {"http", "https"}
+            and bool(parts.hostname)
+            and parts.username is None
+            and parts.password is None
+            and not any(ch in _CONTROL or ch.isspace() for ch in url)
+        )
+    except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
+        acceptable = False
+    if not acceptable:
+        msg = (
+            f"{action}: refusing the presigned URL {redact(url[:80])!r}: only http(s) URLs "
+            "naming a host, without credentials or control characters, are fetched"
+        )
+        raise InvalidResponseError(msg)
+    return url
+
+
+def _presigned_headers(raw: object, action: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        msg = f"{action}: the presigned URL's headers are not an object"
+        raise InvalidResponseError(msg)
+    headers: dict[str, str] = {}
+    for key, value in raw.items():
+        ok = (
+            isinstance(key, str)
+            and _HEADER_NAME.fullmatch(key) is not None
+            and isinstance(value, str)
+            and not any(ch in _CONTROL for ch in value)
+        )
+        if not ok:
+            msg = f"{action}: refusing the presigned URL's header {str(key)[:60]!r}"
+            raise InvalidResponseError(msg)
+        if key.lower() in _RESERVED_HEADERS:
+            msg = f"{action}: refusing the presigned URL's header {key!r}: the client sets it"
+            raise InvalidResponseError(msg)
+        headers[key] = value
+    return headers
+
+
+def _scrub(text: str) -> str:
+    """``text`` without credentials or URL queries (a presigned URL's query is its key)."""
+    return redact(_QUERY.sub("?...", text))
+
+
+class _NoAuth(AuthBase):
+    """No credentials at all: also keeps requests from reading ``~/.netrc`` for the store."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+class _StoreRefused(Exception):  # noqa: N818 - a signal to fall back, never seen outside
+    """The store will not serve the file directly: fetch it through the server instead.
+
+    ``unreachable``: no connection to the store at all (a store only the server can reach).
+    """
+
+    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.unreachable = unreachable
+
+
+class _Refreshed(Exception):  # noqa: N818 - a signal to try again, never seen outside
+    """The store refused an expired presigned URL and a fresh one was given: try again."""
 
 
 class _Cancelled(Exception):  # noqa: N818 - a signal to stop, never seen outside
@@ -211,6 +359,15 @@ class RestBackend:
             self._session.cert = settings.client_cert_path
         #: The server's capabilities once learnt (``GET /version``, asked at most once).
         self._capabilities: Capabilities | None = None
+        #: Whether the server hands out presigned URLs (None: not known yet) and whether its
+        #: store answered a direct download at all; learnt once per backend.
+        self._presigns: bool | None = None
+        self._store_unreachable = False
+        self._presign_lock = threading.Lock()
+        #: The session for the artifact store: no credentials, no cookies (made when needed).
+        self._store_session: requests.Session | None = None
+        #: Byte ranges fetched from the store at once, over every file of this backend.
+        self._range_slots = threading.BoundedSemaphore(settings.download_workers)
 
     def __repr__(self) -> str:
         return f"RestBackend({self.uri!r}, auth={self.settings.auth_kind!r})"
@@ -224,6 +381,19 @@ class RestBackend:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
+
+    def _store(self) -> requests.Session:
+        """The session for presigned URLs: none of this client's credentials, no cookies."""
+        with self._presign_lock:
+            if self._store_session is None:
+                session = self._new_session(self.settings)
+                session.auth = _NoAuth()
+                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+                session.headers["User-Agent"] = f"registry-sdk/{__version__}"
+                # Byte ranges count bytes as stored: never a body the store compressed.
+                session.headers["Accept-Encoding"] = "identity"
+                self._store_session = session
+            return self._store_session
 
     # ---------------------------------------------------------------------------- transport
 
@@ -1084,6 +1254,8 @@ class RestBackend:
         # One budget per file, spent by this loop alone: the GETs inside are sent once each,
         # so an endlessly failing file costs at most max_retries + 1 of them.
         with operation(self.settings, fresh=True) as budget:
+            if self._wants_direct(size) and self._download_direct(job, progress, cancelled, budget):
+                return
             try:
                 retry_call(
                     download.attempt,
@@ -1098,6 +1270,91 @@ class RestBackend:
             except BaseException:
                 download.discard()
                 raise
+
+    def _wants_direct(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes is worth asking a presigned URL for."""
+        least = self.settings.direct_download_min_bytes
+        return 0 < least <= size and self._presigns is not False and not self._store_unreachable
+
+    def _presign(self, remote: str, size: int) -> _Presigned | None:
+        """A presigned URL of ``remote``, or None: fetch it through the server instead.
+
+        Until the server has answered once, one file at a time asks; a server without
+        presigned URLs is remembered, so it costs this backend one request in all.
+
+        Raises:
+            InvalidResponseError: a reply that is no acceptable presigned URL
+                (:func:`parse_presigned`).
+        """
+        if self._presigns is None:
+            with self._presign_lock:
+                if self._presigns is None:
+                    return self._ask_presigned(remote, size)
+        if self._presigns is False:
+            return None
+        return self._ask_presigned(remote, size)
+
+    def _ask_presigned(self, remote: str, size: int) -> _Presigned | None:
+        action = f"get a presigned URL for artifact {remote!r}"
+        try:
+            reply = self._attempt(
+                "GET",
+                f"{self.uri}{PRESIGNED_API}/{quote(remote)}",
+                None,
+                None,
+                None,
+                action,
+                timeout=current(self.settings).request_timeout,
+            )
+        except _Transient as exc:  # busy or down: this file goes through the server
+            logger.debug("%s: %s; through the server instead", action, exc.error)
+            return None
+        except RegistryError as exc:
+            if exc.status in _NO_PRESIGNED:
+                logger.debug(
+                    "%s: no presigned URLs from %s (HTTP %s)", action, self.uri, exc.status
+                )
+                self._presigns = False
+            else:
+                logger.debug("%s: %s; through the server instead", action, exc)
+            return None
+        try:
+            data = reply.json()
+        except (ValueError, RecursionError):
+            data = None
+        presigned = parse_presigned(data, size, action)
+        self._presigns = True
+        return presigned
+
+    def _download_direct(
+        self,
+        job: _FileJob,
+        progress: Progress,
+        cancelled: threading.Event | None,
+        budget: Budget,
+    ) -> bool:
+        """Fetch ``job`` straight from the store; False when it must go through the server."""
+        presigned = self._presign(job.remote, job.size)
+        if presigned is None:
+            return False
+        download = _DirectDownload(self, job, presigned, progress, cancelled, budget)
+        try:
+            download.run()
+        except _StoreRefused as refused:
+            download.discard()
+            if refused.unreachable:
+                self._store_unreachable = True
+            logger.debug(
+                "%s: %s; through the server instead", download.action, _scrub(str(refused))
+            )
+            return False
+        except _Transient as final:
+            download.discard()
+            raise self._final(final) from None
+        except BaseException:
+            download.discard()
+            raise
+        return True
 
     # ---------------------------------------------------------------------------- diagnostics
 
@@ -1142,8 +1399,10 @@ class RestBackend:
         """Nothing to prepare: a server's store exists."""
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP sessions."""
         self._session.close()
+        if self._store_session is not None:
+            self._store_session.close()
 
 
 class _FileDownload:
@@ -1276,6 +1535,205 @@ class _FileDownload:
                     self.progress.advance(len(chunk))
         except requests.RequestException as exc:  # reset, idle timeout, or a body cut short
             error = RegistryUnavailableError(redact(f"{self.action}: cut short: {exc}"))
+            raise _Transient(error) from None
+        except OSError as exc:  # writing here: disk full, permissions, a path too long
+            raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+
+
+class _Range:
+    """Bytes ``first`` to ``last`` (inclusive) of a file, and how many of them are written."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        self.done = 0
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+
+class _DirectDownload:
+    """One file fetched from the artifact store through a presigned URL, in byte ranges.
+
+    The file is split in up to ``download_workers`` ranges (:data:`MIN_RANGE_BYTES` to
+    :data:`MAX_RANGE_BYTES` each) fetched at once and written at their offsets into
+    ``job.partial``, streamed. A range cut short goes on from where it stopped, within the
+    file's retry budget. A ``403`` (the URL expired) gets one fresh URL per file. Anything
+    else the store refuses (a second ``403``, a redirect, a reply that is not the range
+    asked for) or a store that cannot be reached raises :class:`_StoreRefused`: the caller
+    fetches the file through the server instead.
+    """
+
+    def __init__(
+        self,
+        backend: RestBackend,
+        job: _FileJob,
+        presigned: _Presigned,
+        progress: Progress,
+        cancelled: threading.Event | None,
+        budget: Budget,
+    ) -> None:
+        self.backend = backend
+        self.job = job
+        self.presigned = presigned
+        self.progress = progress
+        self.cancelled = cancelled
+        self.budget = budget
+        self.action = f"download artifact {job.remote!r} from the artifact store"
+        self.failed = threading.Event()
+        self.lock = threading.Lock()
+        #: How many fresh URLs were asked for (at most one per file).
+        self.refreshed = False
+        workers = backend.settings.download_workers
+        step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, -(-job.size // workers)))
+        self.ranges = [
+            _Range(first, min(first + step, job.size) - 1) for first in range(0, job.size, step)
+        ]
+
+    def _check_cancelled(self) -> None:
+        if self.failed.is_set() or (self.cancelled is not None and self.cancelled.is_set()):
+            raise _Cancelled
+
+    def discard(self) -> None:
+        """Give up: remove the partial file and take its bytes off the progress bar."""
+        self.progress.advance(-sum(r.done for r in self.ranges))
+        for part in self.ranges:
+            part.done = 0
+        with contextlib.suppress(OSError):
+            self.job.partial.unlink()
+
+    def run(self) -> None:
+        """Fetch every range, then rename the whole file into place."""
+        try:
+            with os.fdopen(os.open(self.job.partial, _WRITE_FLAGS, 0o666), "wb") as fh:
+                fh.truncate(self.job.size)
+        except OSError as exc:
+            raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+        workers = min(self.backend.settings.download_workers, len(self.ranges))
+        if workers <= 1:
+            for part in self.ranges:
+                self._fetch_range(part)
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry-sdk-range")
+            try:
+                futures = [pool.submit(self._fetch_range, part) for part in self.ranges]
+                stopped = False
+                for future in as_completed(futures):
+                    error = future.exception()
+                    if isinstance(error, _Cancelled):
+                        stopped = True
+                    elif error is not None:
+                        self.failed.set()
+                        raise error
+                if stopped:  # another file failed: this one is not whole
+                    raise _Cancelled
+            finally:
+                self.failed.set()  # stops the ranges still under way, if any
+                pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.job.partial.replace(self.job.target)
+        except OSError as exc:
+            raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+
+    def _fetch_range(self, part: _Range) -> None:
+        """Fetch ``part``, going on from where a cut try stopped, within the file's budget."""
+        while True:
+            self._check_cancelled()
+            try:
+                with self.backend._range_slots:  # noqa: SLF001
+                    self._get_range(part)
+            except _Refreshed:
+                continue  # a fresh URL after a 403: at most once per file, not a retry
+            except _Transient as exc:
+                with self.lock:
+                    delay = self.budget.take(exc.failure, exc.retry_after)
+                if delay is None:
+                    raise
+                self.backend._log_retry(exc, 0, delay)  # noqa: SLF001
+                self.backend._sleep(delay)  # noqa: SLF001
+            else:
+                return
+
+    def _refresh(self, expired: _Presigned) -> None:
+        """After a ``403``: one fresh URL per file, else :class:`_StoreRefused`."""
+        with self.lock:
+            if self.presigned is not expired:
+                return  # another range got a fresh one already
+            if self.refreshed:
+                msg = "the store refused the presigned URL (HTTP 403), and a fresh one"
+                raise _StoreRefused(msg)
+            self.refreshed = True
+            fresh = self.backend._ask_presigned(self.job.remote, self.job.size)  # noqa: SLF001
+            if fresh is None:
+                msg = "the store refused the presigned URL (HTTP 403); no fresh one was given"
+                raise _StoreRefused(msg)
+            self.presigned = fresh
+
+    def _get_range(self, part: _Range) -> None:
+        """One GET of the rest of ``part``, written at its offset."""
+        with self.lock:
+            presigned = self.presigned
+        start = part.first + part.done
+        headers = {**presigned.headers, "Range": f"bytes={start}-{part.last}"}
+        timeout = Settings.http_timeout(self.budget.request_timeout)
+        try:
+            response = self.backend._store().get(  # noqa: SLF001
+                presigned.url, headers=headers, stream=True, allow_redirects=False, timeout=timeout
+            )
+        except requests.exceptions.SSLError as exc:
+            raise _StoreRefused(_scrub(f"no TLS connection to the store: {exc}")) from None
+        except requests.Timeout as exc:
+            error = RegistryUnavailableError(_scrub(f"{self.action}: timed out: {exc}"))
+            error.failure = Failure.TIMEOUT.value
+            raise _Transient(error) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if is_refused(exc):
+                raise _StoreRefused(
+                    _scrub(f"cannot reach the store: {exc}"), unreachable=True
+                ) from None
+            error = RegistryUnavailableError(_scrub(f"{self.action}: {exc}"))
+            raise _Transient(error) from None
+        except requests.RequestException as exc:
+            raise _StoreRefused(_scrub(f"cannot ask the store: {exc}")) from None
+        with response:
+            status = response.status_code
+            if status == _FORBIDDEN:
+                self._refresh(presigned)
+                raise _Refreshed
+            if status in RETRY_STATUSES:
+                error = RegistryUnavailableError(
+                    f"{self.action}: the store answered HTTP {status}", status=status
+                )
+                raise _Transient(error, parse_retry_after(response.headers.get("Retry-After")))
+            expected = f"bytes {start}-{part.last}/{self.job.size}"
+            if (
+                status != _PARTIAL_CONTENT
+                or response.headers.get("Content-Range", "").strip() != expected
+            ):
+                got = response.headers.get("Content-Range")
+                msg = f"the store answered HTTP {status} (Content-Range {got!r}) to a range request"
+                raise _StoreRefused(msg)
+            self._write(response, part)
+        if part.done < part.length:
+            msg = f"{self.action}: cut short at byte {part.first + part.done}"
+            raise _Transient(RegistryUnavailableError(msg))
+
+    def _write(self, response: requests.Response, part: _Range) -> None:
+        """Stream the body of ``response`` into the partial file at ``part``'s next byte."""
+        try:
+            with os.fdopen(os.open(self.job.partial, _RESUME_FLAGS, 0o666), "wb") as fh:
+                fh.seek(part.first + part.done)
+                for chunk in response.iter_content(chunk_size=_CHUNK):
+                    self._check_cancelled()
+                    if part.done + len(chunk) > part.length:
+                        msg = "the store sent more bytes than the range asked for"
+                        raise _StoreRefused(msg)
+                    fh.write(chunk)
+                    part.done += len(chunk)
+                    self.progress.advance(len(chunk))
+        except requests.RequestException as exc:  # reset, idle timeout, or a body cut short
+            error = RegistryUnavailableError(_scrub(f"{self.action}: cut short: {exc}"))
             raise _Transient(error) from None
         except OSError as exc:  # writing here: disk full, permissions, a path too long
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001

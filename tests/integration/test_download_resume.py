@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["_production"]
 pytestmark = pytest.mark.timeout(300)
 
+PRESIGNED_API = "/api/2.0/mlflow-artifacts/presigned"
 BIG = "big.bin"
 BIG_SIZE = 4 << 20
 SMALL_FILES = 40
@@ -191,3 +192,57 @@ def test_parallel_and_one_at_a_time_downloads_give_the_same_verified_entry(model
         assert peak == 1 if workers == 1 else 1 < peak <= workers
 
     assert entries[1] == entries[8] == model.files
+
+
+def store_range_gets(request: pytest.FixtureRequest, since: int) -> list[str]:
+    """The S3 server's log lines, after byte ``since``, of ranged GETs (206) of the big file."""
+    log = request.getfixturevalue("production").moto.log_path
+    with log.open("rb") as fh:
+        fh.seek(since)
+        lines = fh.read().decode("utf-8", "replace").splitlines()
+    return [line for line in lines if '"GET ' in line and f"/{BIG}?" in line and '" 206' in line]
+
+
+def moto_log_size(request: pytest.FixtureRequest, model: Model) -> int:
+    if model.store != "s3":
+        return 0
+    return request.getfixturevalue("production").moto.log_path.stat().st_size
+
+
+def test_a_big_file_comes_straight_from_the_store_where_the_server_hands_out_presigned_urls(
+    model, proxy, tmp_path, request
+):
+    """MLflow 3 over S3 presigns: the file skips the server. Elsewhere: one refused request."""
+    remote = f"{model.remote}/{model.big}"
+    since = moto_log_size(request, model)
+
+    with via(proxy, tmp_path / "cache", direct_download_min_bytes=BIG_SIZE // 2) as client:
+        client.pull(model.ref)
+        assert client.verify_cache() == {}
+        assert cached_files(client, model) == model.files
+
+    presigned = [s for s in proxy.seen if s.path.startswith(PRESIGNED_API + "/")]
+    assert len(presigned) == 1  # the one file above the threshold
+    downloads = proxy.file_downloads()
+    others = {f"{model.remote}/{path}" for path in model.files} - {remote}
+    assert all(downloads[path] == 1 for path in others)  # the small files: through the server
+    if MLFLOW_3 and model.store == "s3":
+        assert downloads[remote] == 0  # not one byte of it through the server
+        ranges = store_range_gets(request, since)
+        assert len(ranges) >= 2, ranges  # parallel byte ranges straight from the store
+    else:  # MLflow 2 (404), or a local directory (501): through the server, as before
+        assert downloads[remote] == 1
+
+
+def test_without_presigned_urls_every_file_above_the_threshold_costs_one_request_in_all(
+    model, proxy, tmp_path
+):
+    """The server's refusal is remembered by the client: one wasted request, not one per file."""
+    if MLFLOW_3 and model.store == "s3":
+        pytest.skip("this store hands out presigned URLs")
+    with via(proxy, tmp_path / "cache", direct_download_min_bytes=1) as client:
+        client.pull(model.ref)
+        assert client.verify_cache() == {}
+    presigned = [s for s in proxy.seen if s.path.startswith(PRESIGNED_API + "/")]
+    assert len(presigned) == 1  # every file is above the threshold; one asked
+    assert sum(proxy.file_downloads().values()) == len(model.files)
