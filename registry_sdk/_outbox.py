@@ -758,12 +758,12 @@ def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
                 and hasattr(tracking, "create_logged_model"),
             )
     except MlflowException as exc:
-        if _unreachable(client):
+        if tracking_unreachable(client) is not None:
             msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc.message}"
             raise RegistryUnavailableError(redact(msg)) from None
         raise from_mlflow_exception(exc, action=f"log the model for {entry.name!r}") from None
     except OSError as exc:
-        if _unreachable(client):
+        if tracking_unreachable(client) is not None:
             msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc}"
             raise RegistryUnavailableError(redact(msg)) from None
         raise
@@ -819,13 +819,6 @@ def _check_server(entry: Entry, client: RegistryClient, capabilities: Capabiliti
                 since,
                 version,
             )
-
-
-def _unreachable(client: RegistryClient) -> bool:
-    try:
-        return not client.server_info().reachable
-    except RegistryError:
-        return True
 
 
 def push_pending(client: RegistryClient | None = None) -> list[ModelVersion]:
