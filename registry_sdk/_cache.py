@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,7 +48,7 @@ import attrs
 from registry_sdk._config import absolute_store_uri as canonical_registry_uri
 from registry_sdk._digest import FileDigest, sha256_file, tree_digest, walk_files
 from registry_sdk.entities import ModelVersion
-from registry_sdk.errors import CacheIntegrityError, RegistryError
+from registry_sdk.errors import CacheIntegrityError, RegistryError, RegistryUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -75,8 +76,12 @@ _FORMAT = 2
 KEY_FILE = ".key"
 _KEY_BYTES = 32
 _MAX_COMPONENT = 120
+logger = logging.getLogger("registry_sdk.cache")
+
 #: How long a process waits for another one filling the same version.
 LOCK_TIMEOUT_S = 600.0
+#: In a fill's temp dir while its download may be resumed: what it downloads (sealed).
+_RESUME = ".resume"
 #: An escape sequence quote() made (kept as is), or an ASCII capital (escaped in turn).
 _CAPITAL = re.compile(r"%[0-9A-F]{2}|[A-Z]")
 
@@ -457,6 +462,7 @@ class ModelCache:
         *,
         verify: Callable[[list[FileDigest]], bool] | None = None,
         replace: bool = False,
+        resume_key: str | None = None,
     ) -> CachedVersion:
         """Download ``mv`` into the cache once: under a lock, into a temp dir, then rename.
 
@@ -465,6 +471,12 @@ class ModelCache:
         refuse them (nothing is cached) and returns whether they matched a recorded digest.
         Another process that filled the same version while we waited for the lock wins; we use
         its entry, unless ``replace`` (the entry is known stale: a re-created model).
+
+        ``resume_key`` (the digest recorded on the version, which ``verify`` checks) makes the
+        fill resumable: the temp dir of a fill of the same version and key that was killed, or
+        that failed for want of the server (:class:`RegistryUnavailableError`), is taken up
+        again, and ``download`` goes on from what it holds. Should the result not verify, the
+        version is downloaded once more from scratch.
         """
         with self.lock(mv.name, mv.version):
             existing = self._usable(mv.name, mv.version)
@@ -474,44 +486,119 @@ class ModelCache:
             if existing is not None and same and not replace:
                 return existing
             final = self.version_dir(mv.name, mv.version)
+            marker = None if resume_key is None else self._resume_marker(mv, resume_key)
             # A fill killed mid-download leaves its temp dir behind (an eviction, its trash).
-            # We hold the version's lock, so no live process is using them: remove them.
-            for stale in (".tmp", ".old"):
-                for leftover in final.parent.glob(f"{stale}-{final.name}-*"):
-                    shutil.rmtree(leftover, ignore_errors=True)
-            tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-            _private_dir(tmp)
+            # We hold the version's lock, so no live process is using them: the one marked
+            # for this very download is taken up again, the others removed.
+            tmp, adopted = self._leftovers(final, marker)
             try:
-                download(tmp / ARTIFACTS)
-                records = self._records(tmp)
-                artifacts = [
-                    FileDigest(rel[len(ARTIFACTS) + 1 :], r.size, r.sha256)
-                    for rel, r in records.items()
-                    if rel.startswith(ARTIFACTS + "/")
-                ]
-                verified = verify(artifacts) if verify is not None else False
-                self._write_manifest(
-                    tmp,
-                    mv,
-                    fast=None,
-                    files=records,
-                    digest=tree_digest(artifacts),
-                    digest_verified=verified,
-                )
-                if final.exists():
-                    # A corrupt or stale entry: move it aside, then out of the way.
-                    trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-                    final.replace(trash)
-                    shutil.rmtree(trash, ignore_errors=True)
-                tmp.replace(final)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+                self._fill_into(tmp, mv, download, verify, marker, adopted=adopted)
+            except CacheIntegrityError:
+                if not adopted:
+                    raise
+                logger.info("%s: the resumed download did not verify; downloading again", mv.ref)
+                tmp, _ = self._leftovers(final, None)
+                self._fill_into(tmp, mv, download, verify, marker, adopted=False)
+            if final.exists():
+                # A corrupt or stale entry: move it aside, then out of the way.
+                trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+                final.replace(trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            tmp.replace(final)
         entry = self.get(mv.name, mv.version)
         if entry is None:  # pragma: no cover - we just wrote it under the lock
             msg = f"the cache entry of {mv.ref} vanished right after it was written"
             raise CacheIntegrityError(msg)
         return entry
+
+    def _resume_marker(self, mv: ModelVersion, resume_key: str) -> str:
+        """What a resumable temp dir of ``mv`` holds in :data:`_RESUME`: sealed with the key."""
+        payload: dict[str, Any] = {"identity": list(version_identity(mv)), "key": resume_key}
+        payload["hmac"] = _seal(self.key, payload)
+        return json.dumps(payload, sort_keys=True)
+
+    def _leftovers(self, final: Path, marker: str | None) -> tuple[Path, bool]:
+        """Clear what killed fills of ``final`` left; return the temp dir to fill.
+
+        That is a leftover marked with ``marker`` (the newest, if several) that holds nothing
+        but folders and regular files (then True: taken up again), else a new one.
+        """
+        adopted = None
+        leftovers = sorted(
+            final.parent.glob(f".tmp-{final.name}-*"),
+            key=lambda path: path.lstat().st_mtime,
+            reverse=True,
+        )
+        for leftover in leftovers:
+            if adopted is None and marker is not None and self._resumable(leftover, marker):
+                adopted = leftover
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+        for trash in final.parent.glob(f".old-{final.name}-*"):
+            shutil.rmtree(trash, ignore_errors=True)
+        if adopted is not None:
+            return adopted, True
+        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        _private_dir(tmp)
+        return tmp, False
+
+    @staticmethod
+    def _resumable(leftover: Path, marker: str) -> bool:
+        try:
+            if not stat.S_ISDIR(leftover.lstat().st_mode):
+                return False
+            fd = os.open(leftover / _RESUME, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as fh:
+                found = fh.read(len(marker) + 1)
+            if not hmac.compare_digest(found, marker.encode("utf-8")):
+                return False
+            walk_files(leftover)  # refuses a symlink or a special file anywhere below
+        except (OSError, ValueError, RegistryError):
+            return False
+        return True
+
+    def _fill_into(
+        self,
+        tmp: Path,
+        mv: ModelVersion,
+        download: Callable[[Path], None],
+        verify: Callable[[list[FileDigest]], bool] | None,
+        marker: str | None,
+        *,
+        adopted: bool,
+    ) -> None:
+        """Download into ``tmp`` and write its manifest; ``tmp`` is removed unless resumable."""
+        keep = False
+        try:
+            if marker is not None and not adopted:
+                fd = os.open(tmp / _RESUME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(marker)
+            try:
+                download(tmp / ARTIFACTS)
+            except (RegistryUnavailableError, KeyboardInterrupt):
+                keep = marker is not None  # the next fill goes on from here
+                raise
+            (tmp / _RESUME).unlink(missing_ok=True)
+            records = self._records(tmp)
+            artifacts = [
+                FileDigest(rel[len(ARTIFACTS) + 1 :], r.size, r.sha256)
+                for rel, r in records.items()
+                if rel.startswith(ARTIFACTS + "/")
+            ]
+            verified = verify(artifacts) if verify is not None else False
+            self._write_manifest(
+                tmp,
+                mv,
+                fast=None,
+                files=records,
+                digest=tree_digest(artifacts),
+                digest_verified=verified,
+            )
+        except BaseException:
+            if not keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @staticmethod
     def _records(vdir: Path) -> dict[str, FileRecord]:

@@ -31,6 +31,7 @@ from registry_sdk._progress import Progress
 from registry_sdk.errors import (
     InvalidResponseError,
     RegistryError,
+    RegistryUnavailableError,
     UnsafeArtifactError,
     from_mlflow_exception,
     redact,
@@ -90,8 +91,15 @@ def download(
     backend: Backend,
     settings: Settings,
     label: str,
+    resume: bool = False,
 ) -> None:
     """Put the artifacts at ``artifact_uri`` into ``dest`` (which must not exist yet).
+
+    ``resume``: ``dest`` may hold what an interrupted download of the same artifacts left, and
+    the caller verifies the result against a recorded digest. Files fetched through a server's
+    artifact proxy go on from there (see :meth:`RestBackend.download_artifacts`), and a
+    download that fails for want of the server (:class:`RegistryUnavailableError`) or is
+    interrupted keeps what it got for the next call. Any other way of fetching starts afresh.
 
     Raises:
         UnsafeArtifactError: the artifacts are on this machine's file system and hold a symlink
@@ -102,26 +110,27 @@ def download(
     """
     created = not os.path.lexists(dest)
     try:
-        _fetch(artifact_uri, dest, backend=backend, settings=settings, label=label)
-    except BaseException:
-        if created:
+        _fetch(artifact_uri, dest, backend=backend, settings=settings, label=label, resume=resume)
+    except BaseException as exc:
+        kept = resume and isinstance(exc, (RegistryUnavailableError, KeyboardInterrupt))
+        if created and not kept:
             shutil.rmtree(dest, ignore_errors=True)  # rmtree never follows a symlink
         raise
 
 
 def _fetch(
-    artifact_uri: str, dest: Path, *, backend: Backend, settings: Settings, label: str
+    artifact_uri: str,
+    dest: Path,
+    *,
+    backend: Backend,
+    settings: Settings,
+    label: str,
+    resume: bool = False,
 ) -> None:
-    from registry_sdk._backends.rest import ARTIFACTS_API, RestBackend
+    from registry_sdk._backends.rest import RestBackend
 
     server = backend if isinstance(backend, RestBackend) else None
     parts = _split(artifact_uri, label)
-    local = _local_path(artifact_uri, parts)
-    if local is not None:
-        if server is not None:
-            _check_local_allowed(artifact_uri, local, server, settings, label)
-        _copy_local(artifact_uri, local, dest, label)
-        return
     scheme = parts.scheme.lower()
     if scheme == "runs":
         # Resolved here, against this client's registry: MLflow 2 would resolve it against the
@@ -132,35 +141,56 @@ def _fetch(
             backend=backend,
             settings=settings,
             label=label,
+            resume=resume,
         )
         return
     if server is not None:
-        if scheme == "mlflow-artifacts":
-            server.download_artifacts(parts.path.lstrip("/"), dest, label=label)
+        proxied = (
+            parts.path.lstrip("/")
+            if scheme == "mlflow-artifacts"
+            else server.artifact_proxy_path(artifact_uri)
+            if scheme in {"http", "https"}
+            else None
+        )
+        if proxied is not None:
+            server.download_artifacts(proxied, dest, label=label, resume=resume)
             return
-        if scheme in {"http", "https"}:
-            proxied = server.artifact_proxy_path(artifact_uri)
-            if proxied is not None:
-                server.download_artifacts(proxied, dest, label=label)
-                return
-            if ARTIFACTS_API not in parts.path:
-                msg = (
-                    f"{label}: the server at {server.uri} gave {artifact_uri!r} as the artifact "
-                    "location; an http(s) location must be an MLflow artifact proxy URL "
-                    f"(.../{ARTIFACTS_API.lstrip('/')}/...), and storage is otherwise named by "
-                    "mlflow-artifacts:/..., s3://..., gs://... and the like"
-                )
-                raise InvalidResponseError(redact(msg))
-        if scheme == "models":
-            # MLflow would resolve it against its default registry (sqlite:///mlflow.db in the
-            # working directory): the server is the one that resolves references.
-            msg = (
-                f"{label}: the server at {server.uri} gave the registry reference "
-                f"{artifact_uri!r} as the artifact location; a server answers with where the "
-                "files are (mlflow-artifacts:/..., s3://..., ...), never with another reference"
-            )
-            raise InvalidResponseError(redact(msg))
+    if resume and os.path.lexists(dest):
+        shutil.rmtree(dest)  # only the artifact proxy's downloads go on from a partial one
+    local = _local_path(artifact_uri, parts)
+    if local is not None:
+        if server is not None:
+            _check_local_allowed(artifact_uri, local, server, settings, label)
+        _copy_local(artifact_uri, local, dest, label)
+        return
+    if server is not None:
+        _refuse_server_location(server, scheme, artifact_uri, label)
     _download_with_mlflow(artifact_uri, dest, settings=settings, label=label)
+
+
+def _refuse_server_location(
+    server: RestBackend, scheme: str, artifact_uri: str, label: str
+) -> None:
+    """Refuse a location a server may not answer with: a foreign http(s) URL, a reference."""
+    from registry_sdk._backends.rest import ARTIFACTS_API
+
+    if scheme in {"http", "https"} and ARTIFACTS_API not in urlsplit(artifact_uri).path:
+        msg = (
+            f"{label}: the server at {server.uri} gave {artifact_uri!r} as the artifact "
+            "location; an http(s) location must be an MLflow artifact proxy URL "
+            f"(.../{ARTIFACTS_API.lstrip('/')}/...), and storage is otherwise named by "
+            "mlflow-artifacts:/..., s3://..., gs://... and the like"
+        )
+        raise InvalidResponseError(redact(msg))
+    if scheme == "models":
+        # MLflow would resolve it against its default registry (sqlite:///mlflow.db in the
+        # working directory): the server is the one that resolves references.
+        msg = (
+            f"{label}: the server at {server.uri} gave the registry reference "
+            f"{artifact_uri!r} as the artifact location; a server answers with where the "
+            "files are (mlflow-artifacts:/..., s3://..., ...), never with another reference"
+        )
+        raise InvalidResponseError(redact(msg))
 
 
 def _run_location(parts: SplitResult, backend: Backend, label: str) -> str:

@@ -353,13 +353,21 @@ def _fill(
         mv = client.get_version(name, version)
     _require_digest(client, mv, None)
     uri = backend.get_download_uri(name, version)
+    # Only a download whose result a recorded digest verifies goes on from a killed one's bytes.
+    resume_key = mv.tags.get(_digest.DIGEST_TAG) or None
     return cache.fill(
         mv,
         lambda dest: download(
-            uri, dest, backend=backend, settings=client.settings, label=f"{mv.ref}"
+            uri,
+            dest,
+            backend=backend,
+            settings=client.settings,
+            label=f"{mv.ref}",
+            resume=resume_key is not None,
         ),
         verify=lambda records: _digest.check(records, mv.tags, label=mv.ref),
         replace=replace,
+        resume_key=resume_key,
     )
 
 

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -149,6 +150,8 @@ class _FileJob(NamedTuple):
     target: Path
     partial: Path
     size: int
+    #: Bytes already in ``partial`` from an earlier, interrupted download (resumed, not refetched).
+    have: int = 0
 
 
 def _partial_names(relatives: Sequence[str]) -> dict[str, str]:
@@ -174,6 +177,25 @@ def _partial_names(relatives: Sequence[str]) -> dict[str, str]:
         taken.add(candidate.casefold())
         names[relative] = candidate
     return names
+
+
+def _resumable(job: _FileJob) -> _FileJob:
+    """``job`` as an interrupted download left it: ``have`` -1 when its file is whole already.
+
+    Only regular files count (``lstat``: never through a link); a partial file as long as the
+    listed size or longer, or a file of another size, is fetched again from its first byte.
+    """
+    if job.size < 0:
+        return job
+    with contextlib.suppress(OSError):
+        whole = job.target.lstat()
+        if stat.S_ISREG(whole.st_mode) and whole.st_size == job.size:
+            return job._replace(have=-1)
+    with contextlib.suppress(OSError):
+        partial = job.partial.lstat()
+        if stat.S_ISREG(partial.st_mode) and 0 < partial.st_size < job.size:
+            return job._replace(have=partial.st_size)
+    return job
 
 
 class _Presigned(NamedTuple):
@@ -1139,13 +1161,20 @@ class RestBackend:
             return InvalidResponseError(redact(msg))
         return RegistryError(redact(f"{action}: cannot write {target}: {reason}"))
 
-    def download_artifacts(self, path: str, dest: Path, *, label: str) -> None:
+    def download_artifacts(
+        self, path: str, dest: Path, *, label: str, resume: bool = False
+    ) -> None:
         """Stream every file under ``path`` into ``dest``, several at once, each resumable.
 
         ``settings.download_workers`` files are fetched at once. Each file is written as
         ``<name>.incomplete`` and renamed once whole; a try cut short goes on from where it
         stopped (HTTP ``Range``) within the file's retry budget. The first file that fails
         stops the others, and its error is raised; no ``.incomplete`` file is left behind.
+
+        ``resume`` is for a ``dest`` an interrupted download left behind, whose result will be
+        verified against a recorded digest (the cache does that): a regular file there of its
+        listed size is kept, a shorter ``.incomplete`` one is continued from its last byte, and
+        a download that runs out of retries keeps its ``.incomplete`` file for the next call.
 
         Raises:
             InvalidResponseError: the listing or a file is not what a server may send (see
@@ -1174,19 +1203,28 @@ class RestBackend:
             except OSError as exc:
                 action = f"download artifact {remote!r}"
                 raise self._write_error(action, target, exc) from None
-            jobs.append(_FileJob(remote, target, dest / partials[relative], size))
+            job = _FileJob(remote, target, dest / partials[relative], size)
+            jobs.append(_resumable(job) if resume else job)
         progress = Progress(label, sum(max(size, 0) for _, _, size in files))
+        if resume:
+            progress.advance(sum(job.size if job.have < 0 else job.have for job in jobs))
         try:
-            self._download_files(jobs, progress)
+            self._download_files([job for job in jobs if job.have >= 0], progress, keep=resume)
         finally:
             progress.close()
 
-    def _download_files(self, jobs: Sequence[_FileJob], progress: Progress) -> None:
-        """Fetch ``jobs`` with at most ``settings.download_workers`` threads; first error wins."""
+    def _download_files(
+        self, jobs: Sequence[_FileJob], progress: Progress, *, keep: bool = False
+    ) -> None:
+        """Fetch ``jobs`` with at most ``settings.download_workers`` threads; first error wins.
+
+        ``keep``: a file that runs out of retries, or is stopped by another's failure, keeps
+        its ``.incomplete`` bytes (see :meth:`download_artifacts`).
+        """
         workers = min(self.settings.download_workers, len(jobs))
         if workers <= 1:
             for job in jobs:
-                self._download_file(job.remote, job.target, progress, job.size, partial=job.partial)
+                self._fetch_job(job, progress, None, keep=keep)
             return
         cancelled = threading.Event()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry-sdk-download")
@@ -1195,13 +1233,11 @@ class RestBackend:
                 # Each file in a copy of this context: an outer operation's fallback still rules.
                 pool.submit(
                     contextvars.copy_context().run,
-                    self._download_file,
-                    job.remote,
-                    job.target,
+                    self._fetch_job,
+                    job,
                     progress,
-                    job.size,
-                    partial=job.partial,
-                    cancelled=cancelled,
+                    cancelled,
+                    keep=keep,
                 )
                 for job in jobs
             ]
@@ -1232,30 +1268,27 @@ class RestBackend:
             headers=headers,
         )
 
-    def _download_file(
+    def _fetch_job(
         self,
-        remote: str,
-        target: Path,
+        job: _FileJob,
         progress: Progress,
-        size: int = -1,
+        cancelled: threading.Event | None,
         *,
-        partial: Path | None = None,
-        cancelled: threading.Event | None = None,
+        keep: bool = False,
     ) -> None:
-        """Fetch one file into ``partial`` (default ``<target>.incomplete``), then rename it.
+        """Fetch ``job`` straight from the store where offered, else through the server.
 
-        ``size`` (-1: unknown) is what the listing announced. See :class:`_FileDownload` for
-        how a try cut short is resumed.
+        ``keep``: on running out of retries (or being stopped), leave ``job.partial`` in place.
         """
-        if partial is None:
-            partial = target.with_name(target.name + INCOMPLETE)
-        job = _FileJob(remote, target, partial, size)
-        download = _FileDownload(self, job, progress, cancelled)
         # One budget per file, spent by this loop alone: the GETs inside are sent once each,
         # so an endlessly failing file costs at most max_retries + 1 of them.
         with operation(self.settings, fresh=True) as budget:
-            if self._wants_direct(size) and self._download_direct(job, progress, cancelled, budget):
-                return
+            if self._wants_direct(job.size):
+                if self._download_direct(job, progress, cancelled, budget):
+                    return
+                if job.have and not os.path.lexists(job.partial):
+                    job = job._replace(have=0)  # the direct try took the partial file away
+            download = _FileDownload(self, job, progress, cancelled)
             try:
                 retry_call(
                     download.attempt,
@@ -1265,8 +1298,13 @@ class RestBackend:
                     on_retry=self._log_retry,
                 )
             except _Transient as final:
-                download.discard()
+                if not keep:
+                    download.discard()
                 raise self._final(final) from None
+            except _Cancelled:
+                if not keep:
+                    download.discard()
+                raise
             except BaseException:
                 download.discard()
                 raise
@@ -1414,7 +1452,7 @@ class _FileDownload:
     appended; a ``200`` (a server that ignores ranges, as MLflow 2 does) is written from the
     start; a ``206`` for other bytes, or a ``416``, is refused and the next try starts over.
     Only a whole file is renamed to ``job.target``. A ``partial`` already on disk before the
-    first try is never trusted: it is written over.
+    first try is written over, unless the job says it resumes ``job.have`` bytes of it.
     """
 
     def __init__(
@@ -1429,10 +1467,12 @@ class _FileDownload:
         self.progress = progress
         self.cancelled = cancelled
         self.action = f"download artifact {job.remote!r}"
-        #: Bytes of ``job.partial`` this download wrote (and counted on the progress bar).
-        self.have = 0
-        #: Whether ``job.partial`` was opened yet: the first open empties it.
-        self.started = False
+        #: Bytes of ``job.partial`` written (and counted on the progress bar): by this
+        #: download, or by an interrupted one before it (``job.have``).
+        self.have = job.have
+        #: Whether ``job.partial`` holds ``self.have`` bytes to go on from; else the first
+        #: open empties it.
+        self.started = job.have > 0
 
     def _check_cancelled(self) -> None:
         if self.cancelled is not None and self.cancelled.is_set():
@@ -1590,6 +1630,8 @@ class _DirectDownload:
         self.ranges = [
             _Range(first, min(first + step, job.size) - 1) for first in range(0, job.size, step)
         ]
+        for part in self.ranges:  # what an interrupted download wrote from the first byte on
+            part.done = min(max(job.have - part.first, 0), part.length)
 
     def _check_cancelled(self) -> None:
         if self.failed.is_set() or (self.cancelled is not None and self.cancelled.is_set()):
@@ -1606,7 +1648,8 @@ class _DirectDownload:
     def run(self) -> None:
         """Fetch every range, then rename the whole file into place."""
         try:
-            with os.fdopen(os.open(self.job.partial, _WRITE_FLAGS, 0o666), "wb") as fh:
+            flags = _RESUME_FLAGS if self.job.have else _WRITE_FLAGS
+            with os.fdopen(os.open(self.job.partial, flags, 0o666), "wb") as fh:
                 fh.truncate(self.job.size)
         except OSError as exc:
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
@@ -1638,7 +1681,7 @@ class _DirectDownload:
 
     def _fetch_range(self, part: _Range) -> None:
         """Fetch ``part``, going on from where a cut try stopped, within the file's budget."""
-        while True:
+        while part.done < part.length:
             self._check_cancelled()
             try:
                 with self.backend._range_slots:  # noqa: SLF001

@@ -291,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._forward()
 
     def _forward(self) -> None:
+        self._replying = False
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         parts = urlsplit(self.path)
@@ -303,10 +304,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             upstream.request(self.command, self.path, body=body, headers=headers)
             reply = upstream.getresponse()
-            data = reply.read()
             status = reply.status
             reply_headers = [(k, v) for k, v in reply.getheaders() if k.lower() not in _HOP_BY_HOP]
+            if fault is None and self._streams(seen, reply):
+                self._stream(seen, reply, status, reply_headers)
+                return
+            data = reply.read()
         except OSError:  # the upstream is down: what a real reverse proxy would say
+            if self._replying:
+                self.close_connection = True  # cut mid-body: the client sees it short
+                return
             self.send_response_only(502)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -324,6 +331,38 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
             self.owner._count(seen, len(data))
+
+    #: Whether the reply's head went out already (then a failure can only cut the body).
+    _replying = False
+
+    def _streams(self, seen: Seen, reply: http.client.HTTPResponse) -> bool:
+        """Whether to pass this reply on as it comes: a file's body whose length is known.
+
+        Its bytes are counted as they go, so a test sees a big download's progress.
+        """
+        return (
+            self.command == "GET"
+            and seen.is_artifact_file
+            and reply.status in {200, 206}
+            and reply.getheader("Content-Length") is not None
+        )
+
+    def _stream(
+        self,
+        seen: Seen,
+        reply: http.client.HTTPResponse,
+        status: int,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        self.send_response_only(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", reply.getheader("Content-Length", "0"))
+        self.end_headers()
+        self._replying = True
+        while chunk := reply.read(1 << 20):
+            self.wfile.write(chunk)
+            self.owner._count(seen, len(chunk))
 
     def _faulty(
         self,

@@ -321,19 +321,26 @@ def test_a_download_cut_mid_body_is_fetched_again_and_cached_whole(
 
 def test_downloads_cut_every_time_fail_typed_and_leave_no_entry(world, proxy, tmp_path):
     size = world.files[world.big]
+    remote = f"{world.remote}/{world.big}"
     proxy.cut(world.big, after_bytes=size // 3, attempts=tuple(range(1, 20)))
     with via(proxy, tmp_path / "cache") as client:
         with pytest.raises(rs.RegistryUnavailableError, match=r"cut short|announced"):
             client.load_model(world.version.ref)
         assert cache_for(client).get(world.name, world.version.version) is None
         assert client.cached_versions() == []
-        # Nothing half-written stays behind: only the version's lock file remains.
-        assert _entry_dirs(client, world.name) == [f"{world.version.version}.lock"]
-        assert proxy.file_downloads()[f"{world.remote}/{world.big}"] == RETRIES + 1
+        # No entry: the version's lock, and the temp dir kept for the next try to go on from
+        # (test_resume_across_processes.py shows that with a file big enough to be cut mid-way).
+        kept, lock = _entry_dirs(client, world.name)
+        assert lock == f"{world.version.version}.lock"
+        assert kept.startswith(f".tmp-{world.version.version}-")
+        assert proxy.file_downloads()[remote] == RETRIES + 1
         proxy.clear_faults()
+        proxy.clear()
         model = client.load_model(world.version.ref)
         assert np.all(model.predict(world.X) == 7.0)
+        assert _entry_dirs(client, world.name) == sorted([lock, str(world.version.version)])
         assert client.verify_cache() == {}
+    assert proxy.file_downloads()[remote] == 1
 
 
 def test_a_file_answered_502_every_time_costs_at_most_max_retries_plus_one_gets(
