@@ -1207,7 +1207,7 @@ class RestBackend:
             jobs.append(_resumable(job) if resume else job)
         progress = Progress(label, sum(max(size, 0) for _, _, size in files))
         if resume:
-            progress.advance(sum(job.size if job.have < 0 else job.have for job in jobs))
+            progress.skip(sum(job.size if job.have < 0 else job.have for job in jobs))
         try:
             self._download_files([job for job in jobs if job.have >= 0], progress, keep=resume)
         finally:

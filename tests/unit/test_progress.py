@@ -14,6 +14,7 @@ from registry_sdk._progress import Progress
 MIB = 1 << 20
 LINE = re.compile(
     r"\r(?P<label>[^\r\[]+) \[(?P<bar>[#-]{28})\] +(?P<pct>[\d.]+)% +(?P<mib>[\d.]+) MiB"
+    r" +(?P<rate>[\d.]+|--\.-) MiB/s ETA (?P<eta>[\d:]+|--:--)"
 )
 
 
@@ -159,3 +160,39 @@ def test_silent_on_a_captured_stderr(capsys):
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out == ""
+
+
+def test_shows_the_rate_and_the_time_left(clock):
+    tty = FakeTTY()
+    progress = Progress("big/1", 100 * MIB, stream=tty)
+    progress.advance(MIB)  # at once: no time has passed, no rate yet
+    clock.now += 1
+    progress.advance(9 * MIB)  # 10 MiB in 1 s; 90 MiB left
+    clock.now += 2
+    progress.advance(20 * MIB)  # 30 MiB in 3 s; 70 MiB left
+    frames = draws(tty)
+    assert [(f["rate"], f["eta"]) for f in frames] == [
+        ("--.-", "--:--"),
+        ("10.0", "0:09"),
+        ("10.0", "0:07"),
+    ]
+
+
+def test_the_rate_is_of_the_last_seconds_and_leaves_out_bytes_already_there(clock):
+    tty = FakeTTY()
+    progress = Progress("big/1", 4000 * MIB, stream=tty)
+    progress.skip(2000 * MIB)  # a resumed download: on disk already, not transferred
+    clock.now += 10
+    progress.advance(10 * MIB)  # slow at first: 1 MiB/s
+    for _ in range(10):
+        clock.now += 1
+        progress.advance(100 * MIB)  # then 100 MiB/s
+    last = draws(tty)[-1]
+    assert float(last["rate"]) > 90  # the slow start has left the window
+    assert last["eta"] == "0:10"  # 990 MiB left at about 100 MiB/s
+    assert last["mib"] == "3010.0"
+
+
+def test_long_waits_show_hours():
+    assert _progress._clock(3 * 3600 + 62) == "3:01:02"
+    assert _progress._clock(59.6) == "1:00"
