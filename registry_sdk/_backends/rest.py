@@ -1278,36 +1278,64 @@ class RestBackend:
     ) -> None:
         """Fetch ``job`` straight from the store where offered, else through the server.
 
-        ``keep``: on running out of retries (or being stopped), leave ``job.partial`` in place.
+        Through the server, a try cut short that got further into the file than any before
+        costs no retry: the file gets a fresh budget. Retries are spent on tries that make no
+        progress, never on a file that moves (a big file over a link that drops every few
+        minutes). ``keep``: on running out of retries (or being stopped), leave
+        ``job.partial`` in place.
         """
         # One budget per file, spent by this loop alone: the GETs inside are sent once each,
-        # so an endlessly failing file costs at most max_retries + 1 of them.
+        # so a file that endlessly fails without progress costs at most max_retries + 1 of them.
         with operation(self.settings, fresh=True) as budget:
             if self._wants_direct(job.size):
                 if self._download_direct(job, progress, cancelled, budget):
                     return
                 if job.have and not os.path.lexists(job.partial):
                     job = job._replace(have=0)  # the direct try took the partial file away
-            download = _FileDownload(self, job, progress, cancelled)
-            try:
-                retry_call(
-                    download.attempt,
-                    budget=budget,
-                    classify=self._classify,
-                    sleep=self._sleep,
-                    on_retry=self._log_retry,
-                )
-            except _Transient as final:
-                if not keep:
-                    download.discard()
-                raise self._final(final) from None
-            except _Cancelled:
-                if not keep:
-                    download.discard()
-                raise
-            except BaseException:
+        self._fetch_proxied(_FileDownload(self, job, progress, cancelled), keep=keep)
+
+    def _fetch_proxied(self, download: _FileDownload, *, keep: bool) -> None:
+        """Fetch one file through the server's artifact proxy (see :meth:`_fetch_job`)."""
+        try:
+            while not self._proxied_tries(download):
+                pass
+        except _Transient as final:
+            if not keep:
                 download.discard()
-                raise
+            raise self._final(final) from None
+        except _Cancelled:
+            if not keep:
+                download.discard()
+            raise
+        except BaseException:
+            download.discard()
+            raise
+
+    def _proxied_tries(self, download: _FileDownload) -> bool:
+        """Tries within one retry budget: True once the file is whole, False to renew the budget.
+
+        A try cut short that got further into the file than any before ends the budget
+        (False): the next try starts a fresh one. Else it spends a retry as usual.
+        """
+        with operation(self.settings, fresh=True) as budget:
+            furthest = download.furthest
+            tries = 0
+            while True:
+                tries += 1
+                try:
+                    download.attempt()
+                except Exception as exc:
+                    kind = self._classify(exc)
+                    if kind is not None and download.furthest > furthest:
+                        logger.info("%s: cut at byte %d; going on", download.action, furthest)
+                        return False
+                    delay = None if kind is None else budget.take(*kind)
+                    if delay is None:
+                        raise
+                    self._log_retry(exc, tries, delay)
+                    self._sleep(delay)
+                else:
+                    return True
 
     def _wants_direct(self, size: int) -> bool:
         """Whether a file of ``size`` bytes is worth asking a presigned URL for."""
@@ -1473,6 +1501,8 @@ class _FileDownload:
         #: Whether ``job.partial`` holds ``self.have`` bytes to go on from; else the first
         #: open empties it.
         self.started = job.have > 0
+        #: The most bytes of the file any try had written.
+        self.furthest = job.have
 
     def _check_cancelled(self) -> None:
         if self.cancelled is not None and self.cancelled.is_set():
@@ -1572,6 +1602,7 @@ class _FileDownload:
                         raise InvalidResponseError(msg)
                     fh.write(chunk)
                     self.have += len(chunk)
+                    self.furthest = max(self.furthest, self.have)
                     self.progress.advance(len(chunk))
         except requests.RequestException as exc:  # reset, idle timeout, or a body cut short
             error = RegistryUnavailableError(redact(f"{self.action}: cut short: {exc}"))

@@ -186,21 +186,29 @@ def test_a_1_gib_pull_killed_at_half_goes_on_in_the_next_process(big, counting, 
 
 
 def flaky(proxy: FaultProxy, cache: Path) -> rs.RegistryClient:
-    """A client that gives up on the first cut reply (and asks no presigned URL: one GET)."""
+    """A client with no retries (a cut that got further still costs none), no presigned URL."""
     return rs.RegistryClient(proxy.uri, cache_dir=cache, max_retries=0, direct_download_min_bytes=0)
 
 
-def test_a_pull_out_of_retries_keeps_its_bytes_for_the_next_call(small, proxy, tmp_path):
+def cut_then_down(proxy: FaultProxy) -> None:
+    """The file's first reply is cut at half; every later one is a 503, until cleared."""
     proxy.cut(BLOB, after_bytes=SMALL // 2, attempts=(1,))
+    proxy.error_burst(f"/{BLOB}", method="GET", attempts=range(2, 100), status=503)
+
+
+def test_a_pull_out_of_retries_keeps_its_bytes_for_the_next_call(small, proxy, tmp_path):
+    cut_then_down(proxy)
     with flaky(proxy, tmp_path / "cache") as client:
         with pytest.raises(rs.RegistryUnavailableError):
             client.pull(small.ref)
         assert cache_for(client).get(small.name, 1) is None  # nothing half-made is an entry
+        proxy.clear_faults()
         client.pull(small.ref)
         assert cached_blob(client, small) == small.sha256
 
-    first, second = resumed_from(proxy, small)
+    first, refused, second = resumed_from(proxy, small)
     assert first == 0
+    assert refused == second  # the 503 to the try that went on from the cut
     assert SMALL // 4 < second <= SMALL // 2
     assert proxy.bytes_sent()[small.remote] == SMALL // 2 + SMALL - second
 
@@ -209,10 +217,11 @@ def test_kept_bytes_that_were_changed_do_not_verify_and_the_version_comes_again_
     small, proxy, tmp_path
 ):
     cache = tmp_path / "cache"
-    proxy.cut(BLOB, after_bytes=SMALL // 2, attempts=(1,))
+    cut_then_down(proxy)
     with flaky(proxy, cache) as client:
         with pytest.raises(rs.RegistryUnavailableError):
             client.pull(small.ref)
+        proxy.clear_faults()
         (partial,) = cache.rglob(f"{BLOB}.incomplete")
         with partial.open("r+b") as fh:  # one byte of what was kept, flipped
             fh.seek(1000)
@@ -222,6 +231,6 @@ def test_kept_bytes_that_were_changed_do_not_verify_and_the_version_comes_again_
         client.pull(small.ref)
         assert cached_blob(client, small) == small.sha256
 
-    first, resumed, again = resumed_from(proxy, small)
+    first, _refused, resumed, again = resumed_from(proxy, small)
     assert first == again == 0
     assert resumed > 0  # went on from the kept bytes; they did not verify: fetched whole again

@@ -145,7 +145,7 @@ def download(server: ArtifactServer, dest: Path, **settings: Any) -> None:
     with mock_http() as http:
         _serve(http, server)
         backend = RestBackend(
-            make_settings(server.base, max_retries=1, **settings), sleep=FakeSleep()
+            make_settings(server.base, **{"max_retries": 1, **settings}), sleep=FakeSleep()
         )
         uri = backend.get_download_uri("m", 1)
         _download.download(uri, dest, backend=backend, settings=backend.settings, label="m/1")
@@ -627,7 +627,8 @@ def test_a_wrong_content_range_on_the_last_try_is_a_typed_error_and_leaves_nothi
     server = RangeServer({"big": BIG}, ranges="wrong")
 
     with pytest.raises(InvalidResponseError, match=r"Content-Range 'bytes 0-") as caught:
-        download(server, tmp_path / "dest")  # max_retries=1: the cut, then the wrong range
+        # The cut got further (it costs no retry), then the wrong range, with none left.
+        download(server, tmp_path / "dest", max_retries=0)
 
     assert re.search(r"asked for the bytes from [1-9]\d* on", str(caught.value))
     assert not (tmp_path / "dest").exists()
@@ -655,16 +656,31 @@ def test_only_the_exact_rest_of_the_file_is_appended(tmp_path, content_range):
     assert [asked is None for _, asked, _, _ in server.replies] == [True, False, True]
 
 
-def test_a_file_cut_every_time_costs_max_retries_plus_one_gets_and_leaves_no_partial(tmp_path):
-    server = RangeServer({"big": BIG}, cuts=99)
+@pytest.mark.parametrize("ranges", ["ignore", "honour"])
+def test_a_file_cut_every_time_without_progress_costs_max_retries_plus_one_gets(tmp_path, ranges):
+    server = RangeServer({"big": BIG}, cuts=99, ranges=ranges)
     dest = tmp_path / "dest"
     dest.mkdir()
 
     with pytest.raises(RegistryUnavailableError, match=r"cut short"):
         fetch(server, dest, max_retries=2)
 
-    assert server.file_requests("big") == 3
+    # Tries that got further cost no retry; then max_retries + 1 that got nowhere. Ignoring
+    # Range, each try is cut at the same byte: only the first got anywhere. Honouring it, the
+    # first two kept one 256 KiB read each; the third's cut fell within one read.
+    free = 1 if ranges == "ignore" else 2
+    assert server.file_requests("big") == free + 3
     assert list(dest.iterdir()) == []  # neither the file nor its .incomplete
+
+
+def test_a_file_that_gets_further_on_each_try_costs_no_retry(tmp_path):
+    server = RangeServer({"big": BIG}, cuts=2)
+
+    fetch(server, tmp_path / "dest", max_retries=0)
+
+    assert (tmp_path / "dest" / "big").read_bytes() == BIG
+    statuses = [(asked is None, status) for _, asked, status, _ in server.replies]
+    assert statuses == [(True, 200), (False, 206), (False, 206)]  # cut, cut further, whole
 
 
 @pytest.mark.parametrize("workers", [1, 8])
