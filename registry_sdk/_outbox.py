@@ -568,6 +568,8 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
     """Create (once) the MLflow logged model and upload the saved artifacts to it."""
     from mlflow.entities import LoggedModelOutput
 
+    from registry_sdk import _run_artifacts
+
     logged = None
     if entry.model_id is not None:
         try:
@@ -586,7 +588,10 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
     if str(getattr(logged.status, "name", logged.status)).upper().endswith("READY"):
         return
     _finish_model_file(entry, logged.artifact_location)
-    tracking.log_model_artifacts(logged.model_id, str(entry.model_path))
+    # A proxied location gets big files in parts, straight to the server's store.
+    _run_artifacts.log_model_artifacts(
+        tracking, logged.model_id, logged.artifact_location, str(entry.model_path)
+    )
     tracking.finalize_logged_model(logged.model_id, "READY")
     if entry.run_id is not None:
         tracking.log_outputs(entry.run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
