@@ -1,18 +1,38 @@
-"""The benchmark scenarios: each one is registry_sdk beside plain MLflow doing the same job."""
+"""The benchmark scenarios: each one is registry_sdk beside plain MLflow doing the same job.
+
+Every process a scenario starts imports ``registry_sdk`` from this source tree (``SOURCE`` first
+on ``PYTHONPATH``), whatever copy the interpreter has installed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 from harness import Scenario
 
 PY = sys.executable
 JOBS = Path(__file__).parent / "jobs"
+#: The source tree under test: its ``registry_sdk`` is the one every timed process imports.
+SOURCE = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 
-from _servers import MlflowServer  # noqa: E402 - the integration suite's server fixture code
+# The integration suite's server fixture code.
+from _production import ProductionStack, production_stack  # noqa: E402
+from _proxy import CountingProxy  # noqa: E402
+from _servers import MlflowServer  # noqa: E402
+
+
+def source_env() -> dict[str, str]:
+    """``PYTHONPATH`` with :data:`SOURCE` first, for every process the benchmarks start."""
+    rest = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join([str(SOURCE), rest] if rest else [str(SOURCE)])}
 
 
 def _create_sqlite_registry(workdir: Path) -> None:
@@ -88,6 +108,33 @@ class _RfServer:
             cls.server = None
 
 
+class _RfProxy:
+    """A :class:`CountingProxy` in front of :class:`_RfServer`; its URI is the scenario's."""
+
+    proxy: CountingProxy | None = None
+
+    @classmethod
+    def setup(cls, workdir: Path) -> None:
+        upstream = _RfServer.uri(workdir)
+        if cls.proxy is None:
+            cls.proxy = CountingProxy(upstream).start()
+        (workdir / "uri").write_text(cls.proxy.uri)
+
+    @classmethod
+    def drain(cls) -> int:
+        """Requests seen since the previous call (the process that sent them has exited)."""
+        assert cls.proxy is not None
+        count = len(cls.proxy.seen)
+        cls.proxy.clear()
+        return count
+
+    @classmethod
+    def stop(cls, _workdir: Path) -> None:
+        if cls.proxy is not None:
+            cls.proxy.stop()
+            cls.proxy = None
+
+
 _X = "import numpy as np; X = np.random.RandomState(1).rand(5, 20)"
 
 
@@ -136,6 +183,19 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
         warmup=1,
         setup=setup,
     )
+    # The same cold load, both sides through a counting proxy in front of the same server: how
+    # many HTTP requests each process sends (the proxy reads each reply whole before passing it
+    # on, so these times are not those of load_alias_cold).
+    cold_requests = dataclasses.replace(
+        cold,
+        name="load_alias_cold_requests",
+        description=(
+            "load_alias_cold through a counting proxy: HTTP requests per process, ours < MLflow"
+        ),
+        setup=_RfProxy.setup,
+        teardown=_RfProxy.stop,
+        count_requests=_RfProxy.drain,
+    )
     native = Scenario(
         name="load_native_vs_unpickle",
         description="load_model('rf@prod', flavor='native') + predict vs bare unpickle + predict",
@@ -172,7 +232,7 @@ def _load_scenarios(repeat: int) -> list[Scenario]:
         setup=setup,
         teardown=_RfServer.stop,
     )
-    return [pyfunc, cold, native, cli]
+    return [pyfunc, cold, cold_requests, native, cli]
 
 
 def _outage_setup(workdir: Path) -> None:
@@ -202,6 +262,7 @@ def _outage_setup(workdir: Path) -> None:
             check=True,
             capture_output=True,
             cwd=workdir,
+            env={**os.environ, **source_env()},
         )
     finally:
         server.stop()
@@ -256,16 +317,218 @@ def _reuse_outage_setup(workdir: Path) -> None:
     (workdir / "uri").write_text((source / "uri").read_text())
 
 
+# ------------------------------------------------------------------------------ big transfers
+
+Store = Literal["local", "s3"]
+
+
+class _BigStores:
+    """The two servers of the big-transfer scenarios, each started once per run when first needed.
+
+    ``local``: ``mlflow server`` over SQLite, artifacts proxied to a local directory.
+    ``s3``: the production shape, PostgreSQL and artifacts proxied to S3 on a moto server.
+    Both get ``big`` (one 1 GiB file) and ``many`` (300 x 100 KiB), alias ``prod``, registered
+    by plain MLflow (``jobs/setup_big_models.py``).
+    """
+
+    uris: dict[str, str] = {}  # noqa: RUF012 - one registry of servers per run
+    models: dict[str, str] = {}  # noqa: RUF012 - what setup_big_models.py printed, per store
+    local: MlflowServer | None = None
+    s3: contextlib.ExitStack | None = None
+
+    @classmethod
+    def prepare(cls, store: Store, workdir: Path) -> None:
+        """Start ``store``'s server if needed; write its ``uri`` and ``models.json`` in workdir."""
+        if store not in cls.uris:
+            root = workdir.parent / f"big-{store}-server"
+            root.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, **source_env()}
+            if store == "local":
+                cls.local = MlflowServer(
+                    "big-local", f"sqlite:///{root / 'mlflow.db'}", root
+                ).start()
+                uri = cls.local.uri
+            else:
+                cls.s3 = contextlib.ExitStack()
+                stack: ProductionStack = cls.s3.enter_context(production_stack(root))
+                uri = stack.uri
+                # Uploads straight to the store: the setup is not what is measured.
+                env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "true"
+            done = subprocess.run(
+                [PY, str(JOBS / "setup_big_models.py"), uri, str(root / "scratch")],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=root,
+                env=env,
+            )
+            cls.models[store] = done.stdout.strip().splitlines()[-1]
+            cls.uris[store] = uri
+        (workdir / "uri").write_text(cls.uris[store])
+        (workdir / "models.json").write_text(cls.models[store])
+
+    @classmethod
+    def stop(cls, store: Store) -> None:
+        """Stop ``store``'s server (and drop its database and bucket); idempotent."""
+        cls.uris.pop(store, None)
+        cls.models.pop(store, None)
+        if store == "local" and cls.local is not None:
+            cls.local.stop()
+            cls.local = None
+        if store == "s3" and cls.s3 is not None:
+            cls.s3.close()
+            cls.s3 = None
+
+
+def _empty_out(workdir: Path) -> None:
+    """Remove the previous download, so that no 1 GiB copy piles up and each starts empty."""
+    shutil.rmtree(workdir / "out", ignore_errors=True)
+
+
+def _big_scenarios(repeat: int) -> list[Scenario]:
+    """1 GiB and 300 x 100 KiB downloads on a local artifact directory and on S3."""
+    job = str(JOBS / "transfer.py")
+    big_repeat = min(repeat, 3)
+
+    def scenario(
+        name: str,
+        description: str,
+        store: Store,
+        ours: list[str],
+        baseline: list[str],
+        target: float,
+        *,
+        last_on_store: bool = False,
+        repeat: int = big_repeat,
+        warmup: int = 1,
+        max_rss_mb: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Scenario:
+        def setup(workdir: Path) -> None:
+            _BigStores.prepare(store, workdir)
+
+        def teardown(workdir: Path) -> None:
+            _empty_out(workdir)
+            if last_on_store:
+                _BigStores.stop(store)
+
+        return Scenario(
+            name=name,
+            description=description,
+            ours=[PY, job, *ours],
+            baseline=[PY, job, *baseline],
+            target_ratio=target,
+            setup=setup,
+            teardown=teardown,
+            before_each=_empty_out,
+            repeat=repeat,
+            warmup=warmup,
+            max_rss_mb=max_rss_mb,
+            env=env or {},
+        )
+
+    pull = "RegistryClient.pull('{m}@prod') into an empty cache"
+    mlflow_dl = "mlflow.artifacts.download_artifacts('models:/{m}@prod')"
+    default_local = (
+        "MLflow's default: MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD unset, so it asks the "
+        "server's /server-info, and a local directory offers no presigned URLs: proxied"
+    )
+    default_s3 = (
+        "MLflow's default: MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD unset, so it asks the "
+        "server's /server-info, which offers presigned URLs over S3: every file comes "
+        "straight from the store, those of 500 MiB or more in 100 MiB ranges"
+    )
+    return [
+        scenario(
+            "big_file_local_vs_mlflow",
+            f"1 GiB file, local artifact dir: {pull.format(m='big')} vs "
+            f"{mlflow_dl.format(m='big')} ({default_local})",
+            "local",
+            ["ours", "big"],
+            ["mlflow", "big"],
+            1.0,
+        ),
+        scenario(
+            "big_file_local_vs_raw_get",
+            f"1 GiB file, local artifact dir: {pull.format(m='big')} vs one streamed GET of "
+            "the file through the server's artifact proxy (requests, 1 MiB chunks)",
+            "local",
+            ["ours", "big"],
+            ["raw-get", "big"],
+            1.2,
+        ),
+        scenario(
+            "many_files_local",
+            f"300 x 100 KiB, local artifact dir: {pull.format(m='many')} vs "
+            f"{mlflow_dl.format(m='many')} ({default_local})",
+            "local",
+            ["ours", "many"],
+            ["mlflow", "many"],
+            0.5,
+            last_on_store=True,
+        ),
+        scenario(
+            "big_file_s3_vs_mlflow",
+            f"1 GiB file, S3 (moto) behind PostgreSQL server: {pull.format(m='big')} vs "
+            f"{mlflow_dl.format(m='big')} ({default_s3})",
+            "s3",
+            ["ours", "big"],
+            ["mlflow", "big"],
+            1.0,
+        ),
+        scenario(
+            "big_file_s3_vs_presigned",
+            f"1 GiB file, S3 (moto): {pull.format(m='big')} vs the limit, one streamed GET of "
+            "the presigned URL the server hands out, straight from the store (1 MiB chunks)",
+            "s3",
+            ["ours", "big"],
+            ["presigned", "big"],
+            2.0,
+            max_rss_mb=150.0,
+        ),
+        scenario(
+            "many_files_s3",
+            f"300 x 100 KiB, S3 (moto): {pull.format(m='many')} vs "
+            f"{mlflow_dl.format(m='many')} ({default_s3})",
+            "s3",
+            ["ours", "many"],
+            ["mlflow", "many"],
+            0.5,
+        ),
+        # Last: each side takes minutes (the server copies the whole object from the store
+        # before it answers; moto reads the whole object for every ranged GET), so one sample.
+        scenario(
+            "big_file_s3_proxied",
+            "1 GiB file, S3 (moto), direct path off (REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES=0): "
+            f"{pull.format(m='big')} through the server, default timeouts, vs one streamed GET "
+            "of the file through the server's artifact proxy",
+            "s3",
+            ["ours", "big"],
+            ["raw-get", "big"],
+            1.2,
+            last_on_store=True,
+            repeat=1,
+            warmup=0,
+            env={"REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES": "0"},
+        ),
+    ]
+
+
 def cleanup() -> None:
     """Stop what scenarios started and left running (``--only`` may skip their teardown)."""
+    _RfProxy.stop(Path())
     _RfServer.stop(Path())
+    _BigStores.stop("local")
+    _BigStores.stop("s3")
 
 
 def all_scenarios(repeat: int) -> list[Scenario]:
-    """Every scenario, in report order."""
-    return [
+    """Every scenario, in report order, each process importing registry_sdk from SOURCE."""
+    scenarios = [
         import_scenario(repeat),
         register_scenario(repeat),
         *_load_scenarios(repeat),
         *_outage_scenarios(repeat),
+        *_big_scenarios(repeat),
     ]
+    return [dataclasses.replace(s, env={**source_env(), **s.env}) for s in scenarios]
