@@ -115,6 +115,9 @@ PRESIGNED_API = "/api/2.0/mlflow-artifacts/presigned"
 #: Answers meaning "no presigned URLs from this server": no such endpoint (MLflow 2), not for
 #: this store (MLflow 3 over a local directory answers 501), or not for this user.
 _NO_PRESIGNED = frozenset({400, 401, 403, 404, 405, 501})
+#: The slowest rate at which a server is expected to copy a file from its store before its
+#: reply starts: 2 MiB/s, so 1 GiB may take 8.5 minutes more than the idle timeout to start.
+SLOWEST_COPY_BYTES_PER_S = 2 << 20
 #: Bounds of one byte range of a direct download: a file is split in ``download_workers``
 #: ranges within these bounds.
 MIN_RANGE_BYTES = 1 << 20
@@ -141,6 +144,31 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 _MAX_URL_CHARS = 16_384
 #: A URL's query in an error message: a presigned URL's signature, never shown.
 _QUERY = re.compile(r"\?[^\s'\"<>)]*")
+
+
+def first_byte_timeout(idle: float, size: int) -> float:
+    """How long a file's GET through the server may wait for the reply to start.
+
+    A server whose artifacts are in a remote store (S3, GCS, ...) copies the whole object to a
+    temporary file before it sends the first byte, even of a ranged reply: the wait grows with
+    the file. ``idle`` plus the time to copy ``size`` bytes at :data:`SLOWEST_COPY_BYTES_PER_S`
+    (a file of unknown size: ``idle``). Once the reply started, ``idle`` holds between bytes.
+    """
+    return idle + max(size, 0) / SLOWEST_COPY_BYTES_PER_S
+
+
+def _wait_between_bytes(response: requests.Response, seconds: float) -> None:
+    """Make ``seconds`` the read timeout of the socket ``response``'s body comes from.
+
+    The reply has started: from here the idle timeout holds, not the wait for the first byte.
+    Through urllib3's and http.client's attributes; where they are not found, the longer wait
+    stays (never a shorter one).
+    """
+    reader = getattr(getattr(response.raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    settimeout = getattr(sock, "settimeout", None)
+    if callable(settimeout):
+        settimeout(seconds)
 
 
 class _FileJob(NamedTuple):
@@ -439,8 +467,15 @@ class RestBackend:
         stream: bool = False,
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
+        first_byte: float | None = None,
     ) -> requests.Response:
+        """One request.
+
+        ``first_byte`` (seconds) waits that long for the reply to start, then ``timeout``
+        holds between the bytes of a streamed body.
+        """
         started = time.perf_counter()
+        connect, idle = Settings.http_timeout(timeout or self._timeout)
         try:
             # verify is passed per call: requests lets REQUESTS_CA_BUNDLE override session.verify,
             # which would silently undo MLFLOW_TRACKING_INSECURE_TLS / _SERVER_CERT_PATH.
@@ -450,7 +485,7 @@ class RestBackend:
                 params=params,
                 json=body,
                 headers=headers,
-                timeout=Settings.http_timeout(timeout or self._timeout),
+                timeout=(connect, max(idle, first_byte or 0)),
                 verify=self._session.verify,
                 stream=stream,
             )
@@ -483,6 +518,8 @@ class RestBackend:
             raise _Transient(error, parse_retry_after(response.headers.get("Retry-After")))
         if not response.ok:
             raise from_response(response, subject=subject, action=action)
+        if stream and first_byte is not None and first_byte > idle:
+            _wait_between_bytes(response, idle)
         return response
 
     def request(
@@ -1252,9 +1289,18 @@ class RestBackend:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _get_once(
-        self, endpoint: str, action: str, headers: Mapping[str, str] | None = None
+        self,
+        endpoint: str,
+        action: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        size: int = -1,
     ) -> requests.Response:
-        """One streamed GET; a transient failure stays a ``_Transient`` for the caller's loop."""
+        """One streamed GET; a transient failure stays a ``_Transient`` for the caller's loop.
+
+        ``size``, the bytes of the file asked for, gives the reply longer to start (see
+        :func:`first_byte_timeout`); between bytes the idle timeout holds.
+        """
         budget = current(self.settings)
         return self._attempt(
             "GET",
@@ -1266,6 +1312,7 @@ class RestBackend:
             stream=True,
             timeout=budget.request_timeout,
             headers=headers,
+            first_byte=first_byte_timeout(budget.request_timeout, size),
         )
 
     def _fetch_job(
@@ -1542,7 +1589,7 @@ class _FileDownload:
         endpoint = f"{ARTIFACTS_API}/{quote(self.job.remote)}"
         headers = {"Range": f"bytes={self.have}-"} if self.have else None
         try:
-            return self.backend._get_once(endpoint, self.action, headers)  # noqa: SLF001
+            return self.backend._get_once(endpoint, self.action, headers, size=self.job.size)  # noqa: SLF001
         except RegistryError as exc:
             if self.have and exc.status == _RANGE_NOT_SATISFIABLE:
                 self._restart()  # the server cannot go on from there: the next try starts over
