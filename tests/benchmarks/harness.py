@@ -13,17 +13,14 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from pathlib import Path
 
 Command = Sequence[str]
 
@@ -112,36 +109,51 @@ def _mb(kib: float) -> float:
     return kib / 1024
 
 
+#: Runs each timed command from a small process (see its docstring).
+_LAUNCHER = Path(__file__).with_name("launch.py")
+
+
 def run_command(
     cmd: Command, *, cwd: Path, env: dict[str, str], metric: str | None = None
 ) -> Sample:
     """Run ``cmd`` as one fresh process: its wall time (or the ``metric`` it reports) and RSS.
 
-    The child is reaped with ``os.wait4``, so its resource usage is its own (and that of the
-    children it waited for), not the sum over every child of this process. Its output goes to
-    temporary files, so nothing has to be read while waiting. Fails loudly if the command fails.
+    The command runs under :data:`_LAUNCHER`, which times it and reaps it with ``os.wait4``:
+    its peak RSS is its own (plus the launcher's few MB it was forked with), not this process's
+    nor the largest of every child. Its output goes to temporary files, so nothing has to be
+    read while waiting. Fails loudly if the command fails.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        report = Path(scratch) / "report.json"
+        launcher = [sys.executable, "-S", "-E", str(_LAUNCHER), str(report)]
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            [*launcher, *cmd],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
         )
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command
             proc.wait()
             raise
-        elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", errors="replace")
         stderr = err.read().decode("utf-8", errors="replace")
-    if proc.returncode != 0:
-        msg = f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-2000:]}"
-        raise RuntimeError(msg)
-    rss = _rss_kib(usage.ru_maxrss)
+        if proc.returncode != 0:
+            msg = f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-2000:]}"
+            raise RuntimeError(msg)
+        measured = json.loads(report.read_text(encoding="utf-8"))
+    elapsed, rss = float(measured["elapsed"]), _rss_kib(int(measured["maxrss"]))
     if metric is None:
         return Sample(elapsed, rss)
     lines = stdout.strip().splitlines()
