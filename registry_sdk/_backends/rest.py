@@ -28,7 +28,7 @@ import re
 import stat
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timezone
 from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -118,10 +118,14 @@ _NO_PRESIGNED = frozenset({400, 401, 403, 404, 405, 501})
 #: The slowest rate at which a server is expected to copy a file from its store before its
 #: reply starts: 2 MiB/s, so 1 GiB may take 8.5 minutes more than the idle timeout to start.
 SLOWEST_COPY_BYTES_PER_S = 2 << 20
-#: Bounds of one byte range of a direct download: a file is split in ``download_workers``
-#: ranges within these bounds.
+#: The smallest byte range a direct download splits off.
 MIN_RANGE_BYTES = 1 << 20
-MAX_RANGE_BYTES = 64 << 20
+#: A direct download is split into ranges fetched at once only after this many seconds of one
+#: stream, and only when what is left would take more than :data:`SPLIT_WORTH_S` at its rate.
+SPLIT_AFTER_S = 1.0
+SPLIT_WORTH_S = 2.0
+#: How often a direct download looks at whether to split.
+SPLIT_CHECK_S = 0.25
 #: Headers a presigned reply may not ask for: the client sets them, they belong to one
 #: connection, or they carry credentials (a presigned URL carries its own, in the query).
 _RESERVED_HEADERS = frozenset(
@@ -1659,28 +1663,40 @@ class _FileDownload:
 
 
 class _Range:
-    """Bytes ``first`` to ``last`` (inclusive) of a file, and how many of them are written."""
+    """Bytes ``first`` to ``last`` (inclusive) of a file, and how many of them are written.
+
+    ``last`` may be moved down while the range is fetched (:meth:`_DirectDownload._split`);
+    ``asked`` is the last byte the GET under way asked for.
+    """
 
     def __init__(self, first: int, last: int) -> None:
         self.first = first
         self.last = last
+        self.asked = last
         self.done = 0
 
     @property
     def length(self) -> int:
         return self.last - self.first + 1
 
+    @property
+    def left(self) -> int:
+        return self.length - self.done
+
 
 class _DirectDownload:
     """One file fetched from the artifact store through a presigned URL, in byte ranges.
 
-    The file is split in up to ``download_workers`` ranges (:data:`MIN_RANGE_BYTES` to
-    :data:`MAX_RANGE_BYTES` each) fetched at once and written at their offsets into
-    ``job.partial``, streamed. A range cut short goes on from where it stopped, within the
-    file's retry budget. A ``403`` (the URL expired) gets one fresh URL per file. Anything
-    else the store refuses (a second ``403``, a redirect, a reply that is not the range
-    asked for) or a store that cannot be reached raises :class:`_StoreRefused`: the caller
-    fetches the file through the server instead.
+    The file starts as one GET of all of it, streamed into ``job.partial``. Where that would
+    take a while (after :data:`SPLIT_AFTER_S`, more than :data:`SPLIT_WORTH_S` left at the
+    rate so far: a store that serves one connection slowly, as S3 does), what is left is split
+    into more ranges fetched at once, up to ``download_workers``, each written at its offset:
+    the GET under way stops where the next range starts. A store that sends one stream fast
+    gets one GET. A range cut short goes on from where it stopped, within the file's retry
+    budget. A ``403`` (the URL expired) gets one fresh URL per file. Anything else the store
+    refuses (a second ``403``, a redirect, a reply that is not the range asked for) or a store
+    that cannot be reached raises :class:`_StoreRefused`: the caller fetches the file through
+    the server instead.
     """
 
     def __init__(
@@ -1703,13 +1719,8 @@ class _DirectDownload:
         self.lock = threading.Lock()
         #: How many fresh URLs were asked for (at most one per file).
         self.refreshed = False
-        workers = backend.settings.download_workers
-        step = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, -(-job.size // workers)))
-        self.ranges = [
-            _Range(first, min(first + step, job.size) - 1) for first in range(0, job.size, step)
-        ]
-        for part in self.ranges:  # what an interrupted download wrote from the first byte on
-            part.done = min(max(job.have - part.first, 0), part.length)
+        #: What an interrupted download wrote from the first byte on is not fetched again.
+        self.ranges = [_Range(min(job.have, job.size - 1), job.size - 1)] if job.size else []
 
     def _check_cancelled(self) -> None:
         if self.failed.is_set() or (self.cancelled is not None and self.cancelled.is_set()):
@@ -1717,9 +1728,10 @@ class _DirectDownload:
 
     def discard(self) -> None:
         """Give up: remove the partial file and take its bytes off the progress bar."""
-        self.progress.advance(-sum(r.done for r in self.ranges))
-        for part in self.ranges:
-            part.done = 0
+        with self.lock:
+            self.progress.advance(-sum(r.done for r in self.ranges) - self.job.have)
+            for part in self.ranges:
+                part.done = 0
         with contextlib.suppress(OSError):
             self.job.partial.unlink()
 
@@ -1731,24 +1743,14 @@ class _DirectDownload:
                 fh.truncate(self.job.size)
         except OSError as exc:
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
-        workers = min(self.backend.settings.download_workers, len(self.ranges))
-        if workers <= 1:
+        workers = self.backend.settings.download_workers
+        if workers <= 1 or not self.ranges:
             for part in self.ranges:
                 self._fetch_range(part)
         else:
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry-sdk-range")
             try:
-                futures = [pool.submit(self._fetch_range, part) for part in self.ranges]
-                stopped = False
-                for future in as_completed(futures):
-                    error = future.exception()
-                    if isinstance(error, _Cancelled):
-                        stopped = True
-                    elif error is not None:
-                        self.failed.set()
-                        raise error
-                if stopped:  # another file failed: this one is not whole
-                    raise _Cancelled
+                self._run_in(pool, workers)
             finally:
                 self.failed.set()  # stops the ranges still under way, if any
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -1756,6 +1758,55 @@ class _DirectDownload:
             self.job.partial.replace(self.job.target)
         except OSError as exc:
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+
+    def _run_in(self, pool: ThreadPoolExecutor, workers: int) -> None:
+        """Fetch the ranges on ``pool``, splitting what is left while it is worth it."""
+        started = time.monotonic()
+        pending = {pool.submit(self._fetch_range, part) for part in self.ranges}
+        stopped = False
+        while pending:
+            finished, pending = wait(pending, timeout=SPLIT_CHECK_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                error = future.exception()
+                if isinstance(error, _Cancelled):
+                    stopped = True
+                elif error is not None:
+                    self.failed.set()
+                    raise error
+            if not stopped and pending and len(pending) < workers:
+                for part in self._split(time.monotonic() - started, workers - len(pending)):
+                    pending.add(pool.submit(self._fetch_range, part))
+        if stopped:  # another file failed: this one is not whole
+            raise _Cancelled
+
+    def _split(self, elapsed: float, idle: int) -> list[_Range]:
+        """New ranges for ``idle`` free workers, cut from the range with the most left.
+
+        None before :data:`SPLIT_AFTER_S`, or when what is left would take less than
+        :data:`SPLIT_WORTH_S` at the rate so far.
+        """
+        if elapsed < SPLIT_AFTER_S:
+            return []
+        with self.lock:
+            done = sum(part.done for part in self.ranges)
+            left = sum(part.left for part in self.ranges)
+            if done <= 0 or left / (done / elapsed) < SPLIT_WORTH_S:
+                return []
+            biggest = max(self.ranges, key=lambda part: part.left)
+            # Keep a margin before the cut: the stream under way writes up to there.
+            start = biggest.first + biggest.done + MIN_RANGE_BYTES
+            pieces = min(idle + 1, (biggest.last + 1 - start) // MIN_RANGE_BYTES + 1)
+            if pieces < 2:  # noqa: PLR2004 - the range itself and at least one new one
+                return []
+            step = -(-(biggest.last + 1 - start) // pieces)
+            cuts = list(range(start, biggest.last + 1, step))
+            fresh = [_Range(cut, min(cut + step, biggest.last + 1) - 1) for cut in cuts[1:]]
+            if not fresh:
+                return []
+            biggest.last = fresh[0].first - 1
+            self.ranges.extend(fresh)
+        logger.debug("%s: %d more ranges at once", self.action, len(fresh))
+        return fresh
 
     def _fetch_range(self, part: _Range) -> None:
         """Fetch ``part``, going on from where a cut try stopped, within the file's budget."""
@@ -1795,8 +1846,9 @@ class _DirectDownload:
         """One GET of the rest of ``part``, written at its offset."""
         with self.lock:
             presigned = self.presigned
-        start = part.first + part.done
-        headers = {**presigned.headers, "Range": f"bytes={start}-{part.last}"}
+            start = part.first + part.done
+            part.asked = part.last
+        headers = {**presigned.headers, "Range": f"bytes={start}-{part.asked}"}
         timeout = Settings.http_timeout(self.budget.request_timeout)
         try:
             response = self.backend._store().get(  # noqa: SLF001
@@ -1827,7 +1879,7 @@ class _DirectDownload:
                     f"{self.action}: the store answered HTTP {status}", status=status
                 )
                 raise _Transient(error, parse_retry_after(response.headers.get("Retry-After")))
-            expected = f"bytes {start}-{part.last}/{self.job.size}"
+            expected = f"bytes {start}-{part.asked}/{self.job.size}"
             if (
                 status != _PARTIAL_CONTENT
                 or response.headers.get("Content-Range", "").strip() != expected
@@ -1847,12 +1899,17 @@ class _DirectDownload:
                 fh.seek(part.first + part.done)
                 for chunk in response.iter_content(chunk_size=_CHUNK):
                     self._check_cancelled()
-                    if part.done + len(chunk) > part.length:
+                    if part.first + part.done + len(chunk) > part.asked + 1:
                         msg = "the store sent more bytes than the range asked for"
                         raise _StoreRefused(msg)
-                    fh.write(chunk)
-                    part.done += len(chunk)
-                    self.progress.advance(len(chunk))
+                    with self.lock:  # a split may have moved the end of this range down
+                        take = min(len(chunk), part.left)
+                    fh.write(chunk[:take] if take < len(chunk) else chunk)
+                    with self.lock:
+                        part.done += take
+                    self.progress.advance(take)
+                    if part.left <= 0:
+                        break  # the rest is another range's
         except requests.RequestException as exc:  # reset, idle timeout, or a body cut short
             error = RegistryUnavailableError(_scrub(f"{self.action}: cut short: {exc}"))
             raise _Transient(error) from None

@@ -229,7 +229,9 @@ def test_a_big_file_comes_straight_from_the_store_where_the_server_hands_out_pre
     if MLFLOW_3 and model.store == "s3":
         assert downloads[remote] == 0  # not one byte of it through the server
         ranges = store_range_gets(request, since)
-        assert len(ranges) >= 2, ranges  # parallel byte ranges straight from the store
+        # Ranged GETs straight from the store; split into more only when one is slow
+        # (test_direct_download.py shows the split).
+        assert len(ranges) >= 1, ranges
     else:  # MLflow 2 (404), or a local directory (501): through the server, as before
         assert downloads[remote] == 1
 

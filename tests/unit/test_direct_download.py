@@ -10,11 +10,12 @@ client's credentials may reach the store.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -27,6 +28,7 @@ from registry_sdk._config import DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES, Settings
 from registry_sdk.errors import InvalidResponseError, RegistryUnavailableError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 REMOTE = "http://registry.invalid"
@@ -137,7 +139,7 @@ class Server:
 
 @pytest.fixture(autouse=True)
 def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ranges of 64 KiB and up, so a 1 MB file is split in several."""
+    """Ranges of 64 KiB and up, so a 1 MB file may be split in several."""
     monkeypatch.setattr(rest, "MIN_RANGE_BYTES", 1 << 16)
 
 
@@ -169,9 +171,7 @@ def tree(root: Path) -> dict[str, bytes]:
 # ============================================================================ the direct path
 
 
-def test_a_big_file_comes_from_the_store_in_parallel_ranges_and_small_ones_through_the_server(
-    tmp_path,
-):
+def test_a_big_file_comes_from_the_store_and_small_ones_through_the_server(tmp_path):
     files = {"big.bin": BIG, "MLmodel": SMALL}
     server, store = Server(files), Store(files)
 
@@ -181,16 +181,85 @@ def test_a_big_file_comes_from_the_store_in_parallel_ranges_and_small_ones_throu
     assert server.file_requests("big.bin") == 0
     assert server.file_requests("MLmodel") == 1
     assert server.presign_requests() == 1
-    ranges = sorted(store.ranges())
-    assert len(ranges) == 4  # download_workers ranges
-    assert ranges[0][0] == 0
-    assert ranges[-1][1] == len(BIG) - 1
-    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))  # contiguous, no overlap
+    # A store that sends the file at once: one GET of all of it, nothing split off.
+    assert store.ranges() == [(0, len(BIG) - 1)]
     # The headers the server listed go with every range.
     assert all(
         r.headers["x-amz-server-side-encryption-customer-algorithm"] == "AES256"
         for r in store.requests
     )
+
+
+class SlowStore(BaseHTTPRequestHandler):
+    """A real store on loopback that sends each reply 64 KiB at a time, with a pause between."""
+
+    protocol_version = "HTTP/1.1"
+    body: ClassVar[bytes] = b""
+    asked: ClassVar[list[tuple[int, int]]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        found = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+        assert found is not None
+        first, last = int(found[1]), int(found[2])
+        self.asked.append((first, last))
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/{len(self.body)}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.end_headers()
+        try:
+            for start in range(first, last + 1, 1 << 16):
+                self.wfile.write(self.body[start : min(start + (1 << 16), last + 1)])
+                self.wfile.flush()
+                time.sleep(0.02)
+        except OSError:
+            pass  # the client stopped this reply where another range starts
+
+
+@pytest.fixture
+def slow_store() -> Iterator[str]:
+    SlowStore.body = BIG
+    SlowStore.asked = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowStore)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_a_file_the_store_sends_slowly_is_split_into_ranges_fetched_at_once(
+    tmp_path, slow_store, monkeypatch
+):
+    # Split as soon as anything arrived, whatever the rate (the test asserts no durations).
+    monkeypatch.setattr(rest, "SPLIT_AFTER_S", 0.0)
+    monkeypatch.setattr(rest, "SPLIT_WORTH_S", 0.0)
+    monkeypatch.setattr(rest, "SPLIT_CHECK_S", 0.01)
+    files = {"big.bin": BIG}
+    reply = {"url": f"{slow_store}/bucket/big.bin?sig=s", "headers": {}, "file_size": len(BIG)}
+    server = Server(files, presign=lambda _name: reply)
+    with mock_http() as http:
+        http.add_passthru(slow_store)
+        for method in ("GET", "POST"):
+            http.add_callback(method, re.compile(re.escape(REMOTE) + r"/.*"), callback=server)
+        settings = make_settings(
+            REMOTE, direct_download_min_bytes=1 << 19, download_workers=4, max_retries=0
+        )
+        RestBackend(settings, sleep=FakeSleep()).download_artifacts(ROOT, tmp_path, label="m/1")
+
+    assert (tmp_path / "big.bin").read_bytes() == BIG
+    assert server.file_requests("big.bin") == 0
+    asked = sorted(SlowStore.asked)
+    assert asked[0] == (0, len(BIG) - 1)  # one GET of all of it first
+    assert 2 <= len(asked) <= 1 + 3 * 4  # then ranges split off for the idle workers
+    starts = [first for first, _ in asked]
+    assert len(set(starts)) == len(starts)
+    assert all(last == len(BIG) - 1 or (last + 1) in starts for _, last in asked[1:])
 
 
 def test_a_range_cut_short_goes_on_from_where_it_stopped(tmp_path):
