@@ -51,7 +51,7 @@ from registry_sdk.entities import ModelVersion
 from registry_sdk.errors import CacheIntegrityError, RegistryError, RegistryUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from pathlib import Path
 
 __all__ = [
@@ -458,7 +458,7 @@ class ModelCache:
     def fill(
         self,
         mv: ModelVersion,
-        download: Callable[[Path], None],
+        download: Callable[[Path], Mapping[str, str] | None],
         *,
         verify: Callable[[list[FileDigest]], bool] | None = None,
         replace: bool = False,
@@ -466,7 +466,9 @@ class ModelCache:
     ) -> CachedVersion:
         """Download ``mv`` into the cache once: under a lock, into a temp dir, then rename.
 
-        ``download(dest)`` must put the model's artifacts into ``dest``. ``verify(records)``
+        ``download(dest)`` must put the model's artifacts into ``dest``; it may return the
+        sha256 of files it hashed as it wrote them (relative path below ``dest``), which are then
+        not read again. ``verify(records)``
         gets the hashed artifact files before anything is renamed into place; it raises to
         refuse them (nothing is cached) and returns whether they matched a recorded digest.
         Another process that filled the same version while we waited for the lock wins; we use
@@ -561,7 +563,7 @@ class ModelCache:
         self,
         tmp: Path,
         mv: ModelVersion,
-        download: Callable[[Path], None],
+        download: Callable[[Path], Mapping[str, str] | None],
         verify: Callable[[list[FileDigest]], bool] | None,
         marker: str | None,
         *,
@@ -575,12 +577,12 @@ class ModelCache:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     fh.write(marker)
             try:
-                download(tmp / ARTIFACTS)
+                hashed = download(tmp / ARTIFACTS) or {}
             except (RegistryUnavailableError, KeyboardInterrupt):
                 keep = marker is not None  # the next fill goes on from here
                 raise
             (tmp / _RESUME).unlink(missing_ok=True)
-            records = self._records(tmp)
+            records = self._records(tmp, {f"{ARTIFACTS}/{r}": h for r, h in hashed.items()})
             artifacts = [
                 FileDigest(rel[len(ARTIFACTS) + 1 :], r.size, r.sha256)
                 for rel, r in records.items()
@@ -601,15 +603,19 @@ class ModelCache:
             raise
 
     @staticmethod
-    def _records(vdir: Path) -> dict[str, FileRecord]:
-        """Hash every file under ``vdir`` (refusing symlinks and special files) and lock it down."""
+    def _records(vdir: Path, hashed: Mapping[str, str] | None = None) -> dict[str, FileRecord]:
+        """Hash every file under ``vdir`` (refusing symlinks and special files) and lock it down.
+
+        ``hashed``: the sha256 of files hashed as they were written, by relative path.
+        """
         files: dict[str, FileRecord] = {}
+        known = hashed or {}
         for file in walk_files(vdir):
             rel = file.relative_to(vdir).as_posix()
             if rel == MANIFEST or rel.startswith(f".{MANIFEST}."):
                 continue
             file.chmod(0o600)
-            files[rel] = FileRecord.of(file)
+            files[rel] = FileRecord.of(file, known.get(rel))
         for folder in (p for p in vdir.rglob("*") if p.is_dir() and not p.is_symlink()):
             folder.chmod(0o700)
         return files

@@ -92,8 +92,12 @@ def download(
     settings: Settings,
     label: str,
     resume: bool = False,
-) -> None:
+) -> dict[str, str]:
     """Put the artifacts at ``artifact_uri`` into ``dest`` (which must not exist yet).
+
+    Returns the sha256 of the files hashed as they were written (relative POSIX path below
+    ``dest``), so that they need not be read again: those fetched through a server's artifact
+    proxy. Any other file is not in it.
 
     ``resume``: ``dest`` may hold what an interrupted download of the same artifacts left, and
     the caller verifies the result against a recorded digest. Files fetched through a server's
@@ -110,7 +114,9 @@ def download(
     """
     created = not os.path.lexists(dest)
     try:
-        _fetch(artifact_uri, dest, backend=backend, settings=settings, label=label, resume=resume)
+        return _fetch(
+            artifact_uri, dest, backend=backend, settings=settings, label=label, resume=resume
+        )
     except BaseException as exc:
         kept = resume and isinstance(exc, (RegistryUnavailableError, KeyboardInterrupt))
         if created and not kept:
@@ -126,7 +132,7 @@ def _fetch(
     settings: Settings,
     label: str,
     resume: bool = False,
-) -> None:
+) -> dict[str, str]:
     from registry_sdk._backends.rest import RestBackend
 
     server = backend if isinstance(backend, RestBackend) else None
@@ -135,7 +141,7 @@ def _fetch(
     if scheme == "runs":
         # Resolved here, against this client's registry: MLflow 2 would resolve it against the
         # process-global tracking URI. The location the run names is then checked like any other.
-        _fetch(
+        return _fetch(
             _run_location(parts, backend, label),
             dest,
             backend=backend,
@@ -143,7 +149,6 @@ def _fetch(
             label=label,
             resume=resume,
         )
-        return
     if server is not None:
         proxied = (
             parts.path.lstrip("/")
@@ -153,8 +158,7 @@ def _fetch(
             else None
         )
         if proxied is not None:
-            server.download_artifacts(proxied, dest, label=label, resume=resume)
-            return
+            return server.download_artifacts(proxied, dest, label=label, resume=resume)
     if resume and os.path.lexists(dest):
         shutil.rmtree(dest)  # only the artifact proxy's downloads go on from a partial one
     local = _local_path(artifact_uri, parts)
@@ -162,10 +166,11 @@ def _fetch(
         if server is not None:
             _check_local_allowed(artifact_uri, local, server, settings, label)
         _copy_local(artifact_uri, local, dest, label)
-        return
+        return {}
     if server is not None:
         _refuse_server_location(server, scheme, artifact_uri, label)
     _download_with_mlflow(artifact_uri, dest, settings=settings, label=label)
+    return {}
 
 
 def _refuse_server_location(

@@ -31,7 +31,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timezone
 from http.cookiejar import DefaultCookiePolicy
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
@@ -1204,8 +1204,11 @@ class RestBackend:
 
     def download_artifacts(
         self, path: str, dest: Path, *, label: str, resume: bool = False
-    ) -> None:
+    ) -> dict[str, str]:
         """Stream every file under ``path`` into ``dest``, several at once, each resumable.
+
+        Returns the sha256 of each file that was hashed as it was written (relative POSIX path
+        below ``dest``; a file that went on from an earlier download's bytes is not in it).
 
         ``settings.download_workers`` files are fetched at once. Each file is written as
         ``<name>.incomplete`` and renamed once whole; a try cut short goes on from where it
@@ -1250,27 +1253,35 @@ class RestBackend:
         if resume:
             progress.skip(sum(job.size if job.have < 0 else job.have for job in jobs))
         try:
-            self._download_files([job for job in jobs if job.have >= 0], progress, keep=resume)
+            digests = self._download_files(
+                [job for job in jobs if job.have >= 0], progress, keep=resume
+            )
         finally:
             progress.close()
+        return {target.relative_to(dest).as_posix(): digest for target, digest in digests.items()}
 
     def _download_files(
         self, jobs: Sequence[_FileJob], progress: Progress, *, keep: bool = False
-    ) -> None:
+    ) -> dict[Path, str]:
         """Fetch ``jobs`` with at most ``settings.download_workers`` threads; first error wins.
+
+        Returns the sha256 of each target that was hashed as it was written.
 
         ``keep``: a file that runs out of retries, or is stopped by another's failure, keeps
         its ``.incomplete`` bytes (see :meth:`download_artifacts`).
         """
         workers = min(self.settings.download_workers, len(jobs))
+        digests: dict[Path, str] = {}
         if workers <= 1:
             for job in jobs:
-                self._fetch_job(job, progress, None, keep=keep)
-            return
+                digest = self._fetch_job(job, progress, None, keep=keep)
+                if digest is not None:
+                    digests[job.target] = digest
+            return digests
         cancelled = threading.Event()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry-sdk-download")
         try:
-            futures = [
+            futures = {
                 # Each file in a copy of this context: an outer operation's fallback still rules.
                 pool.submit(
                     contextvars.copy_context().run,
@@ -1279,18 +1290,22 @@ class RestBackend:
                     progress,
                     cancelled,
                     keep=keep,
-                )
+                ): job
                 for job in jobs
-            ]
+            }
             for future in as_completed(futures):
                 error = future.exception()
                 if error is not None and not isinstance(error, _Cancelled):
                     cancelled.set()
                     raise error
+                digest = None if error is not None else future.result()
+                if digest is not None:
+                    digests[futures[future].target] = digest
         finally:
             # Never return (or let the caller remove ``dest``) while a worker still writes.
             cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
+        return digests
 
     def _get_once(
         self,
@@ -1326,8 +1341,10 @@ class RestBackend:
         cancelled: threading.Event | None,
         *,
         keep: bool = False,
-    ) -> None:
+    ) -> str | None:
         """Fetch ``job`` straight from the store where offered, else through the server.
+
+        Returns the file's sha256 when it was hashed as it was written, else None.
 
         Through the server, a try cut short that got further into the file than any before
         costs no retry: the file gets a fresh budget. Retries are spent on tries that make no
@@ -1339,11 +1356,14 @@ class RestBackend:
         # so a file that endlessly fails without progress costs at most max_retries + 1 of them.
         with operation(self.settings, fresh=True) as budget:
             if self._wants_direct(job.size):
-                if self._download_direct(job, progress, cancelled, budget):
-                    return
+                direct = self._download_direct(job, progress, cancelled, budget)
+                if direct is not False:
+                    return direct
                 if job.have and not os.path.lexists(job.partial):
                     job = job._replace(have=0)  # the direct try took the partial file away
-        self._fetch_proxied(_FileDownload(self, job, progress, cancelled), keep=keep)
+        download = _FileDownload(self, job, progress, cancelled)
+        self._fetch_proxied(download, keep=keep)
+        return download.digest
 
     def _fetch_proxied(self, download: _FileDownload, *, keep: bool) -> None:
         """Fetch one file through the server's artifact proxy (see :meth:`_fetch_job`)."""
@@ -1449,8 +1469,11 @@ class RestBackend:
         progress: Progress,
         cancelled: threading.Event | None,
         budget: Budget,
-    ) -> bool:
-        """Fetch ``job`` straight from the store; False when it must go through the server."""
+    ) -> str | Literal[False] | None:
+        """Fetch ``job`` straight from the store; False when it must go through the server.
+
+        Else the file's sha256 when it was hashed as it was written (one range, in order).
+        """
         presigned = self._presign(job.remote, job.size)
         if presigned is None:
             return False
@@ -1471,7 +1494,7 @@ class RestBackend:
         except BaseException:
             download.discard()
             raise
-        return True
+        return download.digest()
 
     # ---------------------------------------------------------------------------- diagnostics
 
@@ -1554,6 +1577,11 @@ class _FileDownload:
         self.started = job.have > 0
         #: The most bytes of the file any try had written.
         self.furthest = job.have
+        #: The sha256 of the bytes written from the first on, in order; None when some were
+        #: written by an earlier download (they would have to be read back).
+        self._hasher: Any = None if job.have else hashlib.sha256()
+        #: The file's sha256, once it is whole and was hashed as it was written.
+        self.digest: str | None = None
 
     def _check_cancelled(self) -> None:
         if self.cancelled is not None and self.cancelled.is_set():
@@ -1588,6 +1616,8 @@ class _FileDownload:
             self.job.partial.replace(self.job.target)
         except OSError as exc:
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+        if self._hasher is not None:
+            self.digest = self._hasher.hexdigest()
 
     def _get(self) -> requests.Response:
         endpoint = f"{ARTIFACTS_API}/{quote(self.job.remote)}"
@@ -1636,6 +1666,8 @@ class _FileDownload:
     def _write(self, response: requests.Response, start: int) -> None:
         """Write the body of ``response`` into the partial file from byte ``start`` on."""
         flags = _RESUME_FLAGS if start and self.started else _WRITE_FLAGS
+        if not start:
+            self._hasher = hashlib.sha256()  # from the first byte: every byte passes here
         size = self.job.size
         try:
             with os.fdopen(os.open(self.job.partial, flags, 0o666), "wb") as fh:
@@ -1652,6 +1684,8 @@ class _FileDownload:
                         )
                         raise InvalidResponseError(msg)
                     fh.write(chunk)
+                    if self._hasher is not None:
+                        self._hasher.update(chunk)
                     self.have += len(chunk)
                     self.furthest = max(self.furthest, self.have)
                     self.progress.advance(len(chunk))
@@ -1721,6 +1755,13 @@ class _DirectDownload:
         self.refreshed = False
         #: What an interrupted download wrote from the first byte on is not fetched again.
         self.ranges = [_Range(min(job.have, job.size - 1), job.size - 1)] if job.size else []
+        #: The sha256 of the file while it comes as one range, in order; None once split.
+        self._hasher: Any = None if job.have else hashlib.sha256()
+
+    def digest(self) -> str | None:
+        """The file's sha256 when it came as one range from its first byte, else None."""
+        with self.lock:
+            return None if self._hasher is None else self._hasher.hexdigest()
 
     def _check_cancelled(self) -> None:
         if self.failed.is_set() or (self.cancelled is not None and self.cancelled.is_set()):
@@ -1805,6 +1846,7 @@ class _DirectDownload:
                 return []
             biggest.last = fresh[0].first - 1
             self.ranges.extend(fresh)
+            self._hasher = None  # bytes now arrive out of order: the cache hashes the file
         logger.debug("%s: %d more ranges at once", self.action, len(fresh))
         return fresh
 
@@ -1904,9 +1946,12 @@ class _DirectDownload:
                         raise _StoreRefused(msg)
                     with self.lock:  # a split may have moved the end of this range down
                         take = min(len(chunk), part.left)
-                    fh.write(chunk[:take] if take < len(chunk) else chunk)
+                    data = chunk[:take] if take < len(chunk) else chunk
+                    fh.write(data)
                     with self.lock:
                         part.done += take
+                        if self._hasher is not None:
+                            self._hasher.update(data)
                     self.progress.advance(take)
                     if part.left <= 0:
                         break  # the rest is another range's

@@ -13,9 +13,11 @@ The servers here are ``responses`` mocks at hostnames that cannot resolve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from _rest_fakes import FakeSleep, make_client, make_settings, mock_http, version_json
 
-from registry_sdk import _download
+from registry_sdk import ModelVersion, _cache, _download
 from registry_sdk._backends import rest
 from registry_sdk._backends.rest import RestBackend
 from registry_sdk.errors import (
@@ -744,3 +746,48 @@ def test_the_connection_pool_holds_a_connection_per_download_worker():
     adapter = backend._session.get_adapter(REMOTE)
 
     assert adapter.poolmanager.connection_pool_kw["maxsize"] >= 32
+
+
+def test_files_are_hashed_as_they_are_written_and_not_read_again_by_the_cache(
+    tmp_path, monkeypatch
+):
+    files = {"big": BIG, "small": b"x" * 1000}
+    server = RangeServer(files, cuts=1)  # "big": cut, then resumed within the same download
+    with mock_http() as http:
+        _serve(http, server)
+        backend = RestBackend(make_settings(server.base, max_retries=2), sleep=FakeSleep())
+        digests = backend.download_artifacts(ROOT, tmp_path / "dest", label="m/1")
+    assert digests == {name: hashlib.sha256(body).hexdigest() for name, body in files.items()}
+
+    read_back: list[str] = []
+    real = _cache.sha256_file
+
+    def counting(path: Path) -> str:
+        read_back.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(_cache, "sha256_file", counting)
+    cache = _cache.ModelCache(tmp_path / "cache", server.base)
+    mv = ModelVersion.from_json({"name": "m", "version": "1"})
+
+    def fill(dest: Path) -> dict[str, str]:
+        shutil.copytree(tmp_path / "dest", dest)
+        return digests
+
+    entry = cache.fill(mv, fill)
+    assert "big" not in read_back  # its digest came with the download
+    assert entry.check(full=True) == []  # and it is the file's true digest
+
+
+def test_a_file_resumed_from_an_earlier_downloads_bytes_is_not_in_the_digests(tmp_path):
+    server = RangeServer({"big": BIG}, cuts=0)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "big.incomplete").write_bytes(BIG[:1000])
+    with mock_http() as http:
+        _serve(http, server)
+        backend = RestBackend(make_settings(server.base, max_retries=0), sleep=FakeSleep())
+        digests = backend.download_artifacts(ROOT, dest, label="m/1", resume=True)
+    assert (dest / "big").read_bytes() == BIG
+    assert digests == {}
+    assert resumed_from(server.replies[0][1]) == 1000
