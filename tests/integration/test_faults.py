@@ -111,8 +111,14 @@ def short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def via(proxy: FaultProxy, cache: Path, *, timeout: float = 10, retries: int = RETRIES) -> Any:
+    """A client through the proxy; files through the server too (the faults are there)."""
     return rs.RegistryClient(
-        proxy.uri, cache_dir=cache, offline=False, timeout=timeout, max_retries=retries
+        proxy.uri,
+        cache_dir=cache,
+        offline=False,
+        timeout=timeout,
+        max_retries=retries,
+        direct_download_min_bytes=0,
     )
 
 

@@ -477,11 +477,11 @@ def test_the_progress_bar_counts_every_byte_once_after_a_fallback(tmp_path, monk
 # ============================================================================ the setting
 
 
-def test_the_threshold_defaults_to_8_mib_and_0_turns_the_direct_path_off():
+def test_every_file_goes_direct_by_default_and_0_turns_the_direct_path_off():
     assert (
         Settings.resolve("http://h", env={}).direct_download_min_bytes
         == (DEFAULT_DIRECT_DOWNLOAD_MIN_BYTES)
-        == 8 << 20
+        == 1
     )
     env = {"REGISTRY_SDK_DIRECT_DOWNLOAD_MIN_BYTES": "0"}
     assert Settings.resolve("http://h", env=env).direct_download_min_bytes == 0

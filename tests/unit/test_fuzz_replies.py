@@ -46,6 +46,7 @@ from registry_sdk.entities import ModelVersion, RegisteredModel
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+PRESIGNED = "/api/2.0/mlflow-artifacts/presigned"
 MLMODEL = b"artifact_path: model\nflavors:\n  python_function:\n    loader_module: x\n"
 #: Examples per read method; raise it for a deeper run (REGISTRY_SDK_FUZZ_EXAMPLES=1000).
 EXAMPLES = int(os.environ.get("REGISTRY_SDK_FUZZ_EXAMPLES", "60"))
@@ -212,6 +213,9 @@ def valid_reply(request: Any) -> tuple[int, dict[str, str], bytes]:
         return 200, as_json, json.dumps(_artifact_listing(request)).encode()
     if path.startswith(ARTIFACTS + "/"):
         return 200, {"Content-Type": "application/octet-stream"}, MLMODEL
+    if path.startswith(PRESIGNED + "/"):  # as an MLflow 2 server, or one over a local directory
+        missing = {"error_code": "ENDPOINT_NOT_FOUND", "message": "no presigned URLs"}
+        return 404, as_json, json.dumps(missing).encode()
     endpoint = path.removeprefix(API)
     route = _ROUTES.get((request.method, endpoint))
     if route is not None:
