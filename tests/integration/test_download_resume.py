@@ -128,7 +128,9 @@ def proxy(model: Model) -> Iterator[FaultProxy]:
 
 
 def via(proxy: FaultProxy, cache: Path, **settings: Any) -> rs.RegistryClient:
+    """A client through the proxy; files through the server unless the test says otherwise."""
     settings.setdefault("max_retries", 2)
+    settings.setdefault("direct_download_min_bytes", 0)
     return rs.RegistryClient(proxy.uri, cache_dir=cache, offline=False, timeout=30, **settings)
 
 
