@@ -24,6 +24,7 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import re
 import stat
 import threading
@@ -118,6 +119,8 @@ _NO_PRESIGNED = frozenset({400, 401, 403, 404, 405, 501})
 #: The slowest rate at which a server is expected to copy a file from its store before its
 #: reply starts: 2 MiB/s, so 1 GiB may take 8.5 minutes more than the idle timeout to start.
 SLOWEST_COPY_BYTES_PER_S = 2 << 20
+#: Files this big are hashed on a thread of their own while they are written.
+HASH_THREAD_MIN_BYTES = 16 << 20
 #: The smallest byte range a direct download splits off.
 MIN_RANGE_BYTES = 1 << 20
 #: A direct download is split into ranges fetched at once only after this many seconds of one
@@ -1362,7 +1365,10 @@ class RestBackend:
                 if job.have and not os.path.lexists(job.partial):
                     job = job._replace(have=0)  # the direct try took the partial file away
         download = _FileDownload(self, job, progress, cancelled)
-        self._fetch_proxied(download, keep=keep)
+        try:
+            self._fetch_proxied(download, keep=keep)
+        finally:
+            download.close()
         return download.digest
 
     def _fetch_proxied(self, download: _FileDownload, *, keep: bool) -> None:
@@ -1545,6 +1551,49 @@ class RestBackend:
             self._store_session.close()
 
 
+class _Digest:
+    """The sha256 of a file as its chunks are written, in order.
+
+    A big file (:data:`HASH_THREAD_MIN_BYTES` or more) is hashed on a thread of its own, fed
+    through a short queue, so that hashing overlaps the wait for the next bytes instead of
+    adding to it (hashlib lets go of the GIL). :meth:`close` stops that thread when the digest
+    is not wanted after all.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if size >= HASH_THREAD_MIN_BYTES:
+            self._queue = queue.Queue(maxsize=32)
+            self._thread = threading.Thread(target=self._run, name="registry-sdk-hash", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None  # noqa: S101 - started only with a queue
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        """Add ``chunk``, the next bytes of the file."""
+        if self._queue is None:
+            self._hash.update(chunk)
+        else:
+            self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait for what was queued to be hashed, and stop the thread, if any."""
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = self._thread = None
+
+    def hexdigest(self) -> str:
+        """The digest of every chunk added."""
+        self.close()
+        return self._hash.hexdigest()
+
+
 class _FileDownload:
     """One file of a download, over the tries of its retry budget.
 
@@ -1579,7 +1628,7 @@ class _FileDownload:
         self.furthest = job.have
         #: The sha256 of the bytes written from the first on, in order; None when some were
         #: written by an earlier download (they would have to be read back).
-        self._hasher: Any = None if job.have else hashlib.sha256()
+        self._hasher: _Digest | None = None if job.have else _Digest(job.size)
         #: The file's sha256, once it is whole and was hashed as it was written.
         self.digest: str | None = None
 
@@ -1591,8 +1640,14 @@ class _FileDownload:
         self.progress.advance(-self.have)
         self.have = 0
 
+    def close(self) -> None:
+        """Stop hashing, if a thread does it (the digest is not wanted)."""
+        if self._hasher is not None:
+            self._hasher.close()
+
     def discard(self) -> None:
         """Give up: remove the partial file and take its bytes off the progress bar."""
+        self.close()
         self._restart()
         with contextlib.suppress(OSError):  # never created, or its folder is going away
             self.job.partial.unlink()
@@ -1667,7 +1722,8 @@ class _FileDownload:
         """Write the body of ``response`` into the partial file from byte ``start`` on."""
         flags = _RESUME_FLAGS if start and self.started else _WRITE_FLAGS
         if not start:
-            self._hasher = hashlib.sha256()  # from the first byte: every byte passes here
+            self.close()
+            self._hasher = _Digest(self.job.size)  # from the first byte: every byte passes here
         size = self.job.size
         try:
             with os.fdopen(os.open(self.job.partial, flags, 0o666), "wb") as fh:
@@ -1756,7 +1812,7 @@ class _DirectDownload:
         #: What an interrupted download wrote from the first byte on is not fetched again.
         self.ranges = [_Range(min(job.have, job.size - 1), job.size - 1)] if job.size else []
         #: The sha256 of the file while it comes as one range, in order; None once split.
-        self._hasher: Any = None if job.have else hashlib.sha256()
+        self._hasher: _Digest | None = None if job.have else _Digest(job.size)
 
     def digest(self) -> str | None:
         """The file's sha256 when it came as one range from its first byte, else None."""
@@ -1773,6 +1829,9 @@ class _DirectDownload:
             self.progress.advance(-sum(r.done for r in self.ranges) - self.job.have)
             for part in self.ranges:
                 part.done = 0
+            hasher, self._hasher = self._hasher, None
+        if hasher is not None:
+            hasher.close()
         with contextlib.suppress(OSError):
             self.job.partial.unlink()
 
@@ -1846,7 +1905,9 @@ class _DirectDownload:
                 return []
             biggest.last = fresh[0].first - 1
             self.ranges.extend(fresh)
-            self._hasher = None  # bytes now arrive out of order: the cache hashes the file
+            if self._hasher is not None:  # bytes now arrive out of order: the cache hashes it
+                self._hasher.close()
+                self._hasher = None
         logger.debug("%s: %d more ranges at once", self.action, len(fresh))
         return fresh
 

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -791,3 +792,20 @@ def test_a_file_resumed_from_an_earlier_downloads_bytes_is_not_in_the_digests(tm
     assert (dest / "big").read_bytes() == BIG
     assert digests == {}
     assert resumed_from(server.replies[0][1]) == 1000
+
+
+def test_a_big_file_is_hashed_on_a_thread_that_never_outlives_the_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(rest, "HASH_THREAD_MIN_BYTES", 1)  # every file on its own thread
+    server = RangeServer({"big": BIG, "small": b"x" * 10}, cuts=1)
+    with mock_http() as http:
+        _serve(http, server)
+        backend = RestBackend(make_settings(server.base, max_retries=2), sleep=FakeSleep())
+        digests = backend.download_artifacts(ROOT, tmp_path / "ok", label="m/1")
+    assert digests["big"] == hashlib.sha256(BIG).hexdigest()
+    assert digests["small"] == hashlib.sha256(b"x" * 10).hexdigest()
+
+    failing = RangeServer({"big": BIG}, cuts=99, ranges="ignore")
+    with pytest.raises(RegistryUnavailableError):
+        fetch(failing, tmp_path / "failed", max_retries=1)
+    hashing = [t for t in threading.enumerate() if t.name.startswith("registry-sdk-hash")]
+    assert hashing == []
