@@ -1,13 +1,18 @@
 """Test doubles for the REST backend: settings, a recording sleep, a stateful fake MLflow server.
 
-Nothing here touches the network: every request goes through a ``responses.RequestsMock``.
+Nothing here touches the network: every request goes through a ``responses.RequestsMock``,
+except to :func:`loopback_server`, a real HTTP server for what a mock cannot do (wait before a
+reply, or in the middle of one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from typing import Any
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -17,6 +22,9 @@ from registry_sdk import _tags
 from registry_sdk._backends.rest import RestBackend
 from registry_sdk._config import Settings
 from registry_sdk.client import RegistryClient
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 URI = "http://registry.test"
 API = URI + "/api/2.0/mlflow"
@@ -264,3 +272,17 @@ def key_tag(version: dict[str, Any]) -> str | None:
         if tag["key"] == _tags.IDEMPOTENCY_KEY:
             return str(tag["value"])
     return None
+
+
+@contextlib.contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 answering with ``handler``; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

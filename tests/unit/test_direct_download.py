@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests
-from _rest_fakes import FakeSleep, make_settings, mock_http
+from _rest_fakes import FakeSleep, loopback_server, make_settings, mock_http
 
 from registry_sdk._backends import rest
 from registry_sdk._backends.rest import RestBackend
@@ -222,15 +221,8 @@ class SlowStore(BaseHTTPRequestHandler):
 def slow_store() -> Iterator[str]:
     SlowStore.body = BIG
     SlowStore.asked = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowStore)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with loopback_server(SlowStore) as uri:
+        yield uri
 
 
 def test_a_file_the_store_sends_slowly_is_split_into_ranges_fetched_at_once(

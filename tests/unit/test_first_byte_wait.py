@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 import pytest
-from _rest_fakes import FakeSleep, make_settings
+from _rest_fakes import FakeSleep, loopback_server, make_settings
 
 from registry_sdk import RegistryUnavailableError
 from registry_sdk._backends import rest
@@ -67,16 +67,11 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     Handler.release = threading.Event()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        Handler.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with loopback_server(Handler) as uri:
+        try:
+            yield uri
+        finally:
+            Handler.release.set()  # a reply still waiting stops waiting
 
 
 def download(uri: str, dest: Path) -> None:
