@@ -80,6 +80,8 @@ logger = logging.getLogger("registry_sdk.cache")
 
 #: How long a process waits for another one filling the same version.
 LOCK_TIMEOUT_S = 600.0
+#: A version's entry, or a temp dir a fill of it left (``.tmp-<n>-<random>``).
+_VERSION_ENTRY = re.compile(r"(?:\.tmp-)?(\d{1,18})(?:-[0-9a-f]{8})?")
 #: In a fill's temp dir while its download may be resumed: what it downloads (sealed).
 _RESUME = ".resume"
 #: An escape sequence quote() made (kept as is), or an ASCII capital (escaped in turn).
@@ -740,22 +742,29 @@ class ModelCache:
         return sum(record.size for record in entry.files.values())
 
     def evict(self, name: str, version: int) -> None:
-        """Remove one cached version (under its lock)."""
+        """Remove one cached version (under its lock), and what unfinished fills of it kept."""
         with self.lock(name, version):
             vdir = self.version_dir(name, version)
             if vdir.exists():
                 trash = vdir.parent / f".old-{vdir.name}-{uuid.uuid4().hex[:8]}"
                 vdir.replace(trash)
                 shutil.rmtree(trash, ignore_errors=True)
+            for prefix in (".tmp", ".old"):
+                for leftover in vdir.parent.glob(f"{prefix}-{vdir.name}-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
 
     def evict_model(self, name: str) -> None:
-        """Remove every cached version of a model and its remembered aliases."""
+        """Remove every cached version of a model, kept partial downloads and its aliases."""
         mdir = self.model_dir(name)
         versions = mdir / "versions"
         if versions.is_dir():
-            for vdir in versions.iterdir():
-                if vdir.is_dir() and vdir.name.isdigit():
-                    self.evict(name, int(vdir.name))
+            numbers = set()
+            for path in versions.iterdir():
+                found = _VERSION_ENTRY.fullmatch(path.name)
+                if found is not None and path.is_dir() and not path.is_symlink():
+                    numbers.add(int(found[1]))
+            for number in sorted(numbers):
+                self.evict(name, number)
         shutil.rmtree(mdir / "refs", ignore_errors=True)
 
     # ------------------------------------------------------------------------ alias refs

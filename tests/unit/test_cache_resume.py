@@ -214,3 +214,26 @@ def test_the_newest_of_several_kept_dirs_is_taken_up_and_the_others_removed(cach
 
     assert download.found == [HALF + 7]
     assert temp_dirs(cache) == []
+
+
+def test_evicting_a_version_or_its_model_removes_what_unfinished_downloads_kept(cache):
+    for number in (1, 2):
+        with pytest.raises(RegistryUnavailableError):
+            cache.fill(
+                version_of(number),
+                Download(fail=RegistryUnavailableError("down")),
+                verify=check_blob,
+                resume_key="d1",
+            )
+    assert len(temp_dirs(cache)) == 2
+
+    cache.evict("m", 1)
+    (left,) = temp_dirs(cache)
+    assert left.name.startswith(".tmp-2-")
+
+    cache.evict_model("m")  # a version with nothing but a kept download is found too
+    assert temp_dirs(cache) == []
+
+
+def version_of(number: int) -> ModelVersion:
+    return ModelVersion.from_json({"name": "m", "version": str(number), "run_id": "r1"})
