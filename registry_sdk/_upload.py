@@ -35,12 +35,11 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http import HTTPStatus
-from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from registry_sdk._version import __version__
+from registry_sdk._http import scrub, store_session
 from registry_sdk.errors import (
     ConfigurationError,
     InvalidResponseError,
@@ -94,8 +93,6 @@ MAX_PARTS = 10_000
 #: Digits of the biggest part number (MAX_PARTS).
 _DIGITS = len(str(MAX_PARTS))
 _TRANSIENT = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
-#: A URL's query (a presigned URL's signature): never shown.
-_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 #: The error code in an S3-style XML error reply.
 _STORE_CODE = re.compile(r"<Code>([A-Za-z0-9._-]{1,64})</Code>")
 
@@ -164,11 +161,6 @@ def resolve(artifact_uri: str, tracking_uri: str) -> str:
 
     resolved = MlflowArtifactsRepository.resolve_uri(artifact_uri, tracking_uri)  # type: ignore[no-untyped-call]
     return str(resolved).rstrip("/")
-
-
-def _scrub(text: str) -> str:
-    """``text`` without URL queries (a presigned URL's signature) or known secrets."""
-    return redact(_QUERY.sub("?...", text))
 
 
 class _Cancelled(Exception):  # noqa: N818 - a signal to stop, never seen outside
@@ -280,11 +272,6 @@ class _PartFailure(Exception):  # noqa: N818 - becomes a RegistryError with the 
         self.tries = tries
 
 
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """No credentials at all (also keeps requests from reading ``~/.netrc`` for the store)."""
-    return request
-
-
 class ProxiedUploader:
     """Uploads files below ``artifact_url``, an http(s) URL of an MLflow server's artifact API.
 
@@ -385,7 +372,7 @@ class ProxiedUploader:
             )
         except MlflowException as exc:  # MLflow's wrapper of a lost connection, spent retries
             msg = f"{action}: the request to the server at {self.base} failed: {exc.message}"
-            raise RegistryUnavailableError(_scrub(msg)) from None
+            raise RegistryUnavailableError(scrub(msg)) from None
         return response
 
     def _upload_whole(self, local_file: str, artifact_path: str | None) -> None:
@@ -504,20 +491,9 @@ class ProxiedUploader:
 
     def _store(self) -> requests.Session:
         """The session for presigned URLs: none of the server's credentials, no cookies."""
-        import requests
-        from requests.adapters import HTTPAdapter
-
         with self._session_lock:
             if self._store_session is None:
-                session = requests.Session()
-                adapter = HTTPAdapter(pool_maxsize=self.workers)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                session.auth = _no_auth
-                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-                session.headers["User-Agent"] = f"registry-sdk/{__version__}"
-                session.verify = not _ignore_store_tls()
-                self._store_session = session
+                self._store_session = store_session(self.workers, verify=not _ignore_store_tls())
             return self._store_session
 
     def _send_parts(self, local_file: str, parts: list[_Part]) -> dict[int, str]:
@@ -556,7 +532,7 @@ class ProxiedUploader:
                         allow_redirects=False,
                     )
             except requests.RequestException as exc:
-                reason = f"{type(exc).__name__}: {_scrub(str(exc))}"
+                reason = f"{type(exc).__name__}: {scrub(str(exc))}"
                 transient = True
             else:
                 with response:
@@ -611,15 +587,15 @@ def _part_error(failure: _PartFailure, action: str, count: int) -> RegistryError
     )
     status = failure.status
     if status is None or status in _TRANSIENT or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-        return RegistryUnavailableError(_scrub(text + "; try again later"), status=status)
+        return RegistryUnavailableError(scrub(text + "; try again later"), status=status)
     hint = (
         "; the store refused the presigned URL the server handed out: the server's own store "
         "credentials must allow writing there (or set MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=false "
         "to send files through the server)"
     )
     if status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
-        return PermissionDeniedError(_scrub(text + hint), status=status)
-    return RegistryError(_scrub(text), status=status)
+        return PermissionDeniedError(scrub(text + hint), status=status)
+    return RegistryError(scrub(text), status=status)
 
 
 def _check_completed(response: requests.Response, action: str) -> None:

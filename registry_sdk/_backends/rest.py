@@ -31,13 +31,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timezone
-from http.cookiejar import DefaultCookiePolicy
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
-from requests.auth import AuthBase
 
 from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import (
@@ -47,9 +45,9 @@ from registry_sdk._capabilities import (
     parse_server_version,
 )
 from registry_sdk._config import Settings
+from registry_sdk._http import USER_AGENT, Session, scrub, store_session
 from registry_sdk._progress import Progress
 from registry_sdk._retry import Budget, Failure, current, is_refused, operation, retry_call
-from registry_sdk._version import __version__
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
     InvalidResponseError,
@@ -149,8 +147,6 @@ _RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 #: The longest presigned URL accepted.
 _MAX_URL_CHARS = 16_384
-#: A URL's query in an error message: a presigned URL's signature, never shown.
-_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 
 
 def first_byte_timeout(idle: float, size: int) -> float:
@@ -315,18 +311,6 @@ def _presigned_headers(raw: object, action: str) -> dict[str, str]:
     return headers
 
 
-def _scrub(text: str) -> str:
-    """``text`` without credentials or URL queries (a presigned URL's query is its key)."""
-    return redact(_QUERY.sub("?...", text))
-
-
-class _NoAuth(AuthBase):
-    """No credentials at all: also keeps requests from reading ``~/.netrc`` for the store."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
-
-
 class _StoreRefused(Exception):  # noqa: N818 - a signal to fall back, never seen outside
     """The store will not serve the file directly: fetch it through the server instead.
 
@@ -402,8 +386,8 @@ class RestBackend:
         self.uri = settings.registry_uri.rstrip("/")
         self._timeout = settings.timeout
         self._sleep = sleep
-        self._session = session or self._new_session(settings)
-        self._session.headers["User-Agent"] = f"registry-sdk/{__version__}"
+        self._session = session or Session(settings.download_workers)
+        self._session.headers["User-Agent"] = USER_AGENT
         if settings.token:
             self._session.headers["Authorization"] = f"Bearer {settings.token}"
         elif settings.username and settings.password:
@@ -429,27 +413,12 @@ class RestBackend:
     def __repr__(self) -> str:
         return f"RestBackend({self.uri!r}, auth={self.settings.auth_kind!r})"
 
-    @staticmethod
-    def _new_session(settings: Settings) -> requests.Session:
-        """A session whose connection pool keeps one connection per download worker."""
-        session = requests.Session()
-        # A pool smaller than the workers would open and drop a connection for every file.
-        adapter = HTTPAdapter(pool_maxsize=max(DEFAULT_POOLSIZE, settings.download_workers))
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
-
     def _store(self) -> requests.Session:
         """The session for presigned URLs: none of this client's credentials, no cookies."""
         with self._presign_lock:
             if self._store_session is None:
-                session = self._new_session(self.settings)
-                session.auth = _NoAuth()
-                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-                session.headers["User-Agent"] = f"registry-sdk/{__version__}"
                 # Byte ranges count bytes as stored: never a body the store compressed.
-                session.headers["Accept-Encoding"] = "identity"
-                self._store_session = session
+                self._store_session = store_session(self.settings.download_workers, identity=True)
             return self._store_session
 
     # ---------------------------------------------------------------------------- transport
@@ -1243,6 +1212,7 @@ class RestBackend:
         ]
         partials = _partial_names([relative for _, relative, _ in relatives])
         jobs: list[_FileJob] = []
+        names: dict[Path, str] = {}
         for remote, relative, size in relatives:
             target = dest / relative
             try:
@@ -1252,6 +1222,7 @@ class RestBackend:
                 raise self._write_error(action, target, exc) from None
             job = _FileJob(remote, target, dest / partials[relative], size)
             jobs.append(_resumable(job) if resume else job)
+            names[target] = PurePosixPath(relative).as_posix()
         progress = Progress(label, sum(max(size, 0) for _, _, size in files))
         if resume:
             progress.skip(sum(job.size if job.have < 0 else job.have for job in jobs))
@@ -1261,7 +1232,7 @@ class RestBackend:
             )
         finally:
             progress.close()
-        return {target.relative_to(dest).as_posix(): digest for target, digest in digests.items()}
+        return {names[target]: digest for target, digest in digests.items()}
 
     def _download_files(
         self, jobs: Sequence[_FileJob], progress: Progress, *, keep: bool = False
@@ -1490,9 +1461,7 @@ class RestBackend:
             download.discard()
             if refused.unreachable:
                 self._store_unreachable = True
-            logger.debug(
-                "%s: %s; through the server instead", download.action, _scrub(str(refused))
-            )
+            logger.debug("%s: %s; through the server instead", download.action, scrub(str(refused)))
             return False
         except _Transient as final:
             download.discard()
@@ -1844,8 +1813,8 @@ class _DirectDownload:
         except OSError as exc:
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
         workers = self.backend.settings.download_workers
-        if workers <= 1 or not self.ranges:
-            for part in self.ranges:
+        if workers <= 1 or not self._splittable():
+            for part in self.ranges:  # in this thread: no pool for a file that stays whole
                 self._fetch_range(part)
         else:
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry-sdk-range")
@@ -1858,6 +1827,11 @@ class _DirectDownload:
             self.job.partial.replace(self.job.target)
         except OSError as exc:
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
+
+    def _splittable(self) -> bool:
+        """Whether :meth:`_split` could ever cut a range off what is left to fetch."""
+        left = sum(part.left for part in self.ranges)
+        return left > 2 * MIN_RANGE_BYTES
 
     def _run_in(self, pool: ThreadPoolExecutor, workers: int) -> None:
         """Fetch the ranges on ``pool``, splitting what is left while it is worth it."""
@@ -1958,20 +1932,20 @@ class _DirectDownload:
                 presigned.url, headers=headers, stream=True, allow_redirects=False, timeout=timeout
             )
         except requests.exceptions.SSLError as exc:
-            raise _StoreRefused(_scrub(f"no TLS connection to the store: {exc}")) from None
+            raise _StoreRefused(scrub(f"no TLS connection to the store: {exc}")) from None
         except requests.Timeout as exc:
-            error = RegistryUnavailableError(_scrub(f"{self.action}: timed out: {exc}"))
+            error = RegistryUnavailableError(scrub(f"{self.action}: timed out: {exc}"))
             error.failure = Failure.TIMEOUT.value
             raise _Transient(error) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             if is_refused(exc):
                 raise _StoreRefused(
-                    _scrub(f"cannot reach the store: {exc}"), unreachable=True
+                    scrub(f"cannot reach the store: {exc}"), unreachable=True
                 ) from None
-            error = RegistryUnavailableError(_scrub(f"{self.action}: {exc}"))
+            error = RegistryUnavailableError(scrub(f"{self.action}: {exc}"))
             raise _Transient(error) from None
         except requests.RequestException as exc:
-            raise _StoreRefused(_scrub(f"cannot ask the store: {exc}")) from None
+            raise _StoreRefused(scrub(f"cannot ask the store: {exc}")) from None
         with response:
             status = response.status_code
             if status == _FORBIDDEN:
@@ -2017,7 +1991,7 @@ class _DirectDownload:
                     if part.left <= 0:
                         break  # the rest is another range's
         except requests.RequestException as exc:  # reset, idle timeout, or a body cut short
-            error = RegistryUnavailableError(_scrub(f"{self.action}: cut short: {exc}"))
+            error = RegistryUnavailableError(scrub(f"{self.action}: cut short: {exc}"))
             raise _Transient(error) from None
         except OSError as exc:  # writing here: disk full, permissions, a path too long
             raise self.backend._write_error(self.action, self.job.target, exc) from None  # noqa: SLF001
