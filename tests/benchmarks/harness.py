@@ -3,7 +3,7 @@
 Both sides of a scenario run as fresh processes, interleaved (ours, theirs, ours, ...) so that
 machine noise hits both alike. The report gives the median and best wall time of each side, the
 ratio of medians, and the median peak RSS of each side (the timed process's own ``ru_maxrss``,
-from ``os.wait4``); it checks the ratio, and optionally ours' peak RSS and HTTP request count,
+from ``os.wait4``) and CPU seconds; it checks the ratio, and optionally ours' peak RSS and HTTP request count,
 against the scenario's targets, and is written as JSON.
 """
 
@@ -61,11 +61,13 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Sample:
-    """One fresh process: its wall time (or reported metric) and its peak RSS."""
+    """One fresh process: its wall time (or reported metric), peak RSS and CPU time."""
 
     seconds: float
     #: The process's own ``ru_maxrss`` at exit, in KiB.
     peak_rss_kib: int
+    #: The process's user + system CPU seconds (its own and its children's).
+    cpu_seconds: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ class Result:
     baseline_request_samples: list[int] = field(default_factory=list)
     #: Each target missed, in words (empty when ``passed``).
     misses: list[str] = field(default_factory=list)
+    #: Median CPU seconds of each side's processes: the client's own work, whatever the
+    #: servers it talks to cost (they share this machine's cores, so wall time pays for both).
+    ours_cpu_s: float = math.nan
+    baseline_cpu_s: float = math.nan
 
 
 def _rss_kib(maxrss: int) -> int:
@@ -154,11 +160,12 @@ def run_command(
             raise RuntimeError(msg)
         measured = json.loads(report.read_text(encoding="utf-8"))
     elapsed, rss = float(measured["elapsed"]), _rss_kib(int(measured["maxrss"]))
+    cpu = float(measured.get("cpu", math.nan))
     if metric is None:
-        return Sample(elapsed, rss)
+        return Sample(elapsed, rss, cpu)
     lines = stdout.strip().splitlines()
     try:
-        return Sample(float(json.loads(lines[-1])[metric]), rss)
+        return Sample(float(json.loads(lines[-1])[metric]), rss, cpu)
     except (IndexError, ValueError, KeyError, TypeError) as exc:
         msg = (
             f"benchmark command did not report {metric!r} as JSON on its last line: {' '.join(cmd)}"
@@ -267,6 +274,8 @@ def summarise(
         ours_request_samples=list(ours_requests),
         baseline_request_samples=list(their_requests),
         misses=misses,
+        ours_cpu_s=statistics.median(s.cpu_seconds for s in ours),
+        baseline_cpu_s=(statistics.median(s.cpu_seconds for s in theirs) if theirs else math.nan),
     )
 
 
@@ -310,6 +319,12 @@ def _ms(seconds: float) -> str:
     return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f}ms"
 
 
+def _cpu(ours: float, theirs: float) -> str:
+    if math.isnan(ours):
+        return "-"
+    return f"{ours:.2f}" if math.isnan(theirs) else f"{ours:.2f}/{theirs:.2f}"
+
+
 def _rss(mb: float | None) -> str:
     return "-" if mb is None or math.isnan(mb) else f"{mb:.0f}MB"
 
@@ -318,7 +333,7 @@ def format_table(results: Sequence[Result]) -> str:
     """A plain-text table of results; each missed target is listed below it."""
     header = (
         f"{'scenario':<28} {'ours (med)':>11} {'mlflow (med)':>13} {'ratio':>7} {'target':>7} "
-        f"{'ours RSS':>9} {'mlflow RSS':>10} {'max RSS':>8} {'requests':>9}  ok"
+        f"{'ours RSS':>9} {'mlflow RSS':>10} {'max RSS':>8} {'requests':>9} {'CPU s':>11}  ok"
     )
     lines = [header, "-" * len(header)]
     for r in results:
@@ -330,7 +345,8 @@ def format_table(results: Sequence[Result]) -> str:
         lines.append(
             f"{r.name:<28} {_ms(r.ours_median):>11} {_ms(r.baseline_median):>13} "
             f"{r.ratio:>7.3f} {r.target_ratio:>7.2f} {_rss(r.ours_peak_rss_mb):>9} "
-            f"{_rss(r.baseline_peak_rss_mb):>10} {_rss(r.max_rss_mb):>8} {requests:>9}  "
+            f"{_rss(r.baseline_peak_rss_mb):>10} {_rss(r.max_rss_mb):>8} {requests:>9} "
+            f"{_cpu(r.ours_cpu_s, r.baseline_cpu_s):>11}  "
             f"{'yes' if r.passed else 'NO'}"
         )
     lines.extend(f"{r.name}: {miss}" for r in results for miss in r.misses)

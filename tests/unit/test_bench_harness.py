@@ -93,6 +93,19 @@ def test_each_process_reports_its_own_peak_rss(tmp_path):
     assert f"{result.baseline_peak_rss_mb:.0f}MB" in table
 
 
+def test_each_process_reports_its_own_cpu_time_not_its_sleep(tmp_path):
+    # Ours spins for 0.3 s of CPU; the baseline sleeps as long: CPU time tells them apart.
+    spin = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    scenario = _scenario(
+        ours=[sys.executable, "-c", spin],
+        baseline=[sys.executable, "-c", "import time; time.sleep(0.3)"],
+    )
+    result = run_scenario(scenario, tmp_path)
+    assert result.ours_cpu_s >= 0.3
+    assert result.baseline_cpu_s < 0.25
+    assert f"{result.ours_cpu_s:.2f}/{result.baseline_cpu_s:.2f}" in format_table([result])
+
+
 def test_peak_rss_over_the_scenario_ceiling_fails_it(tmp_path):
     scenario = _scenario(ours=[sys.executable, "-c", _BIG_CHILD], max_rss_mb=100.0)
     result = run_scenario(scenario, tmp_path)
