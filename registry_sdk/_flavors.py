@@ -1,8 +1,10 @@
 """Pick the MLflow flavor for a model object and save it in that flavor's own format.
 
-Detected from the object's class hierarchy: scikit-learn, XGBoost, LightGBM and PyTorch use
-their MLflow flavors; anything else (a class or a function, including ones defined in
-``__main__`` or a notebook) is saved as a cloudpickle-backed pyfunc. Imports mlflow (``save``
+Detected from the object's class hierarchy: scikit-learn, XGBoost, LightGBM, PyTorch and
+Hugging Face transformers use their MLflow flavors; anything else (a class or a function,
+including ones defined in ``__main__`` or a notebook) is saved as a cloudpickle-backed pyfunc.
+A transformers model is a ``Pipeline``, or a dict of its components (``{"model": ...,
+"tokenizer": ...}``) as MLflow's transformers flavor takes them. Imports mlflow (``save``
 only; choosing a format does not).
 
 Scikit-learn models, and LightGBM's scikit-learn API models, can be saved in more than one
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from pathlib import Path
 
-FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "pyfunc")
+FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "transformers", "pyfunc")
 #: The formats ``@register(serialization=...)`` accepts.
 SERIALIZATIONS = ("skops", "cloudpickle", "pickle")
 #: Flavor -> the first MLflow release whose flavor loads the skops format. An older mlflow (all
@@ -46,6 +48,7 @@ _BY_TOP_MODULE = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
     "torch": "pytorch",
+    "transformers": "transformers",
 }
 # Extra distributions a saved format needs at load time, beyond the model's own imports.
 _FORMAT_NEEDS = {"skops": ("skops",), "cloudpickle": ("cloudpickle",)}
@@ -57,7 +60,8 @@ class Saved:
 
     Attributes:
         serialization: the format of the model's file: ``skops``, ``cloudpickle`` or ``pickle``,
-            or ``native`` for a framework's own format (XGBoost, a LightGBM ``Booster``, PyTorch).
+            or ``native`` for a framework's own format (XGBoost, a LightGBM ``Booster``, PyTorch,
+            transformers).
         requirements: the pip requirements written with it.
     """
 
@@ -66,7 +70,13 @@ class Saved:
 
 
 def detect(model: object) -> str:
-    """The flavor for ``model``: the first framework in its class hierarchy, else ``pyfunc``."""
+    """The flavor for ``model``: the first framework in its class hierarchy, else ``pyfunc``.
+
+    A dict whose ``"model"`` is a transformers model is that model's components (model,
+    tokenizer, ...): ``transformers``.
+    """
+    if isinstance(model, dict) and detect(model.get("model")) == "transformers":
+        return "transformers"
     for cls in type(model).__mro__:
         top = cls.__module__.split(".", 1)[0]
         if top in _BY_TOP_MODULE:
@@ -214,38 +224,26 @@ def save(
     common: dict[str, Any] = {"signature": signature, "input_example": input_example}
     wanted = serialization or "skops"
     if flavor == "sklearn":
-        if wanted == "skops":
-            written = reqs("skops")
-            if _save_sklearn_skops(model, path, sorted(trusted_types), written, common):
-                return Saved("skops", written)
-            wanted = UNIVERSAL
-            if forced:
-                _warn_not_used("skops", UNIVERSAL, "skops cannot save this model's types")
-        import mlflow.sklearn
-
-        written = reqs(wanted)
-        with _quiet("mlflow.sklearn"):  # its advice to use skops: chosen against, see above
-            mlflow.sklearn.save_model(
-                model, str(path), serialization_format=wanted, pip_requirements=written, **common
-            )
-        return Saved(wanted, written)
+        return _save_sklearn(model, path, wanted, reqs, common, trusted_types, forced=forced)
     if flavor in {"xgboost", "lightgbm", "pytorch"}:
         kind, options = _framework_format(flavor, model, wanted, forced=forced)
-        written = reqs(kind)
-        module = __import__(f"mlflow.{flavor}", fromlist=["save_model"])
-        save_model: Callable[..., None] = module.save_model
-        with _quiet(f"mlflow.{flavor}") if kind in {"cloudpickle", "pickle"} else _noop():
-            save_model(model, str(path), pip_requirements=written, **common, **options)
-        return Saved(kind, written)
+        return _save_framework(model, path, flavor, kind, reqs(kind), {**common, **options})
+    if flavor == "transformers":
+        return _save_transformers(model, path, reqs(NATIVE), common, forced=forced, wanted=wanted)
+    if forced and wanted != UNIVERSAL:
+        _warn_not_used(wanted, UNIVERSAL, "a plain Python model is saved as a pyfunc")
+    return _save_pyfunc(model, path, reqs(UNIVERSAL), common)
+
+
+def _save_pyfunc(model: object, path: Path, written: list[str], common: dict[str, Any]) -> Saved:
+    """Any other object, as a cloudpickled pyfunc that calls its ``predict`` (or itself)."""
+    import cloudpickle
     import mlflow.pyfunc
 
     from registry_sdk import _pyfunc_model
 
-    if forced and wanted != UNIVERSAL:
-        _warn_not_used(wanted, UNIVERSAL, "a plain Python model is saved as a pyfunc")
     # By value: the saved model must load where registry_sdk is not installed.
     cloudpickle.register_pickle_by_value(_pyfunc_model)
-    written = reqs(UNIVERSAL)
     with _quiet("mlflow.pyfunc"):  # its cloudpickle advice is about untrusted models, not ours
         mlflow.pyfunc.save_model(
             str(path),
@@ -256,6 +254,65 @@ def save(
     return Saved(UNIVERSAL, written)
 
 
+def _save_sklearn(
+    model: object,
+    path: Path,
+    wanted: str,
+    reqs: Callable[[str], list[str]],
+    common: dict[str, Any],
+    trusted_types: Iterable[str],
+    *,
+    forced: bool,
+) -> Saved:
+    """scikit-learn, with skops where ``wanted`` and possible, else ``wanted`` / cloudpickle."""
+    if wanted == "skops":
+        written = reqs("skops")
+        if _save_sklearn_skops(model, path, sorted(trusted_types), written, common):
+            return Saved("skops", written)
+        wanted = UNIVERSAL
+        if forced:
+            _warn_not_used("skops", UNIVERSAL, "skops cannot save this model's types", depth=1)
+    import mlflow.sklearn
+
+    written = reqs(wanted)
+    with _quiet("mlflow.sklearn"):  # its advice to use skops: chosen against, see above
+        mlflow.sklearn.save_model(
+            model, str(path), serialization_format=wanted, pip_requirements=written, **common
+        )
+    return Saved(wanted, written)
+
+
+def _save_framework(
+    model: object, path: Path, flavor: str, kind: str, written: list[str], options: dict[str, Any]
+) -> Saved:
+    """XGBoost, LightGBM or PyTorch, with ``mlflow.<flavor>.save_model``."""
+    module = __import__(f"mlflow.{flavor}", fromlist=["save_model"])
+    save_model: Callable[..., None] = module.save_model
+    with _quiet(f"mlflow.{flavor}") if kind in {"cloudpickle", "pickle"} else _noop():
+        save_model(model, str(path), pip_requirements=written, **options)
+    return Saved(kind, written)
+
+
+def _save_transformers(
+    model: object,
+    path: Path,
+    written: list[str],
+    common: dict[str, Any],
+    *,
+    forced: bool,
+    wanted: str,
+) -> Saved:
+    """A pipeline, or a dict of components, with MLflow's transformers flavor (its weights too)."""
+    import mlflow.transformers
+
+    if forced:
+        _warn_not_used(wanted, NATIVE, "a transformers model has one format", depth=1)
+    mlflow.transformers.save_model(
+        transformers_model=model, path=str(path), pip_requirements=written, **common
+    )
+    return Saved(NATIVE, written)
+
+
 def _framework_format(
     flavor: str, model: object, wanted: str, *, forced: bool
 ) -> tuple[str, dict[str, Any]]:
@@ -263,7 +320,7 @@ def _framework_format(
     if not has_choice(flavor, model):
         if forced:
             _warn_not_used(wanted, NATIVE, f"a {type(model).__name__} has one format", depth=1)
-        return NATIVE, {}
+        return NATIVE, _pytorch_options() if flavor == "pytorch" else {}
     # A LightGBM scikit-learn API model (LGBMClassifier, ...): the format is said explicitly,
     # as MLflow's default varies by platform. An mlflow older than the option uses cloudpickle.
     since = SKOPS_READABLE_SINCE["lightgbm"]
@@ -273,6 +330,22 @@ def _framework_format(
         why = f"the installed mlflow is older than {since}"
         _warn_not_used(wanted, UNIVERSAL, why, depth=1)
     return UNIVERSAL, {}
+
+
+def _pytorch_options() -> dict[str, Any]:
+    """The whole module, pickled (with cloudpickle) as every MLflow release loads it.
+
+    MLflow 3's default outside Databricks is ``pt2`` (``torch.export``), which needs an input
+    example to trace the model with and fails on modules ``torch.export`` cannot trace; MLflow 2
+    has no such option (and always pickles).
+    """
+    import inspect
+
+    import mlflow.pytorch
+
+    if "serialization_format" in inspect.signature(mlflow.pytorch.save_model).parameters:
+        return {"serialization_format": "pickle"}
+    return {}
 
 
 def _save_sklearn_skops(

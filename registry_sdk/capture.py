@@ -93,10 +93,20 @@ def references_of(obj: object) -> References:
             if isinstance(qualname, str):
                 types.add(f"{module}.{qualname}")
 
+    torch = sys.modules.get("torch")
+    tensor = getattr(torch, "Tensor", None)
+
     class Recorder(cloudpickle.Pickler):  # type: ignore[misc]
         def reducer_override(self, o: Any) -> Any:
             if isinstance(o, type(sys)):
                 modules.add(o.__name__)
+            elif tensor is not None and isinstance(o, tensor):
+                # A tensor pickles by copying its whole storage into memory (GBs for a big
+                # model): what it references is torch and its class, nothing else.
+                cls = type(o)
+                modules.add("torch")
+                note(getattr(cls, "__module__", None), getattr(cls, "__qualname__", None))
+                return (tuple, ())
             else:
                 cls = type(o)
                 note(getattr(cls, "__module__", None), getattr(cls, "__qualname__", None))

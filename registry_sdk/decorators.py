@@ -479,6 +479,7 @@ def _prefetch_saving_machinery() -> threading.Thread:
     """
     frameworks = {"sklearn": "mlflow.sklearn", "lightgbm": "mlflow.lightgbm"}
     frameworks |= {"xgboost": "mlflow.xgboost", "torch": "mlflow.pytorch"}
+    frameworks |= {"transformers": "mlflow.transformers"}
     wanted = [flavor for module, flavor in frameworks.items() if module in sys.modules]
     if "sklearn" in sys.modules:
         wanted.append("skops.io")
@@ -552,7 +553,7 @@ def register(
         tags: extra version tags.
         description: description of each new version.
         flavor: force an MLflow flavor (``sklearn``, ``xgboost``, ``lightgbm``, ``pytorch``,
-            ``pyfunc``); detected from the model object when None.
+            ``transformers``, ``pyfunc``); detected from the model object when None.
         signature: MLflow model signature.
         input_example: MLflow input example.
         client: the registry to use (default: ``RegistryClient()``).
@@ -573,7 +574,12 @@ def register(
     from registry_sdk._flavors import check_flavor, check_serialization
 
     check_flavor(flavor)
-    only = {"pyfunc": "cloudpickle", "xgboost": "its own", "pytorch": "its own"}
+    only = {
+        "pyfunc": "cloudpickle",
+        "xgboost": "its own",
+        "pytorch": "its own",
+        "transformers": "its own",
+    }
     if serialization is not None and flavor in only and serialization != only[flavor]:
         msg = (
             f"a {flavor} model is saved in {only[flavor]} format only; serialization= chooses "

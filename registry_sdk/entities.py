@@ -436,8 +436,14 @@ class Environment:
     packages: Mapping[str, str]
 
     def requirements(self) -> list[str]:
-        """Pinned pip requirements, sorted: ``["numpy==2.1.0", "scikit-learn==1.5.2"]``."""
-        return [f"{name}=={version}" for name, version in sorted(self.packages.items())]
+        """Pinned pip requirements, sorted: ``["numpy==2.1.0", "scikit-learn==1.5.2"]``.
+
+        A local version label is left out (``torch==2.4.0``, not ``torch==2.4.0+cpu``): no
+        package index but the build's own has such versions, as MLflow pins them too.
+        """
+        return [
+            f"{name}=={version.split('+', 1)[0]}" for name, version in sorted(self.packages.items())
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

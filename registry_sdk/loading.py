@@ -38,6 +38,7 @@ import logging
 import os
 import pickle
 import platform
+import sys
 import threading
 import time
 import warnings
@@ -77,7 +78,19 @@ __all__ = ["LoadedModel", "StaleAliasWarning", "Watch", "load_model", "pull", "w
 logger = logging.getLogger("registry_sdk.loading")
 _FAST_FILE = "native.pkl"
 #: MLflow flavors whose native object has a fast form: (flavor, how pyfunc predicts with it).
-_FAST_FLAVORS = {"sklearn": "predict", "python_function": "python_model"}
+_FAST_FLAVORS = {
+    "sklearn": "predict",
+    "xgboost": "predict",
+    "pytorch": "torch",
+    "python_function": "python_model",
+}
+#: The distributions whose versions a fast form of each flavor depends on.
+_FAST_PACKAGES = {
+    "sklearn": ["scikit-learn", "numpy"],
+    "xgboost": ["xgboost", "scikit-learn", "numpy"],
+    "pytorch": ["torch", "numpy", "cloudpickle"],
+    "python_function": ["cloudpickle", "mlflow"],
+}
 
 
 class StaleAliasWarning(UserWarning):
@@ -108,6 +121,8 @@ class LoadedModel:
             return self._native.predict(data)
         if self._predict_kind == "python_model":
             return self._native.predict(None, data, params=params)
+        if self._predict_kind == "torch":
+            return _predict_torch(self._native, data, params)
         return self.pyfunc.predict(data, params=params)
 
     @property
@@ -141,6 +156,38 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.version.ref!r}, path={str(self.path)!r})"
+
+
+def _predict_torch(module: Any, data: Any, params: dict[str, Any] | None) -> Any:
+    """What MLflow's pytorch pyfunc predicts with ``module`` on the CPU, from the module itself.
+
+    A DataFrame goes in as float32 and comes back as a DataFrame with its index; an array goes
+    in as it is and comes back as an array. Anything else is refused, as MLflow refuses it.
+    """
+    import numpy as np
+    import torch
+
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(data, pandas.DataFrame):
+        tensor = torch.from_numpy(data.to_numpy(dtype=np.float32))
+    elif isinstance(data, np.ndarray):
+        tensor = torch.from_numpy(data)
+    else:
+        msg = (
+            f"a PyTorch model predicts on a pandas.DataFrame or a numpy.ndarray, "
+            f"not a {type(data).__name__}"
+        )
+        raise TypeError(msg)
+    with torch.no_grad():
+        out = module(tensor, **(params or {}))
+    if not isinstance(out, torch.Tensor):
+        msg = f"expected the PyTorch model to return one tensor, got a {type(out).__name__}"
+        raise TypeError(msg)
+    if pandas is not None and isinstance(data, pandas.DataFrame):
+        frame = pandas.DataFrame(out.numpy())
+        frame.index = data.index
+        return frame
+    return out.numpy()
 
 
 def _read_mlmodel(path: Path) -> dict[str, Any]:
@@ -417,16 +464,34 @@ def _load_fast(entry: CachedVersion) -> Any:
         return pickle.load(fh)  # noqa: S301 - verified above; see the module docstring
 
 
-def _write_fast(cache: ModelCache, entry: CachedVersion, native: Any, kind: str) -> None:
+def _fast_flavor(flavors: dict[str, Any], native: Any) -> str | None:
+    """The flavor whose fast form ``native`` (what MLflow's loader produced) can have, if any.
+
+    scikit-learn estimators; XGBoost's scikit-learn API models (a ``Booster`` predicts through
+    a ``DMatrix`` MLflow builds); PyTorch modules (not pytorch-forecasting ones, which MLflow
+    feeds DataFrames); PythonModels saved with cloudpickle.
+    """
+    module = type(native).__module__.split(".", 1)[0]
+    if "sklearn" in flavors:
+        return "sklearn" if module == "sklearn" else None
+    if "xgboost" in flavors:
+        xgboost = sys.modules.get("xgboost")
+        return "xgboost" if xgboost is not None and isinstance(native, xgboost.XGBModel) else None
+    if "pytorch" in flavors:
+        torch = sys.modules.get("torch")
+        plain = torch is not None and isinstance(native, torch.nn.Module)
+        return "pytorch" if plain and module != "pytorch_forecasting" else None
+    if flavors.get("python_function", {}).get("cloudpickle_version"):
+        return "python_function"
+    return None
+
+
+def _write_fast(cache: ModelCache, entry: CachedVersion, native: Any, flavor: str) -> None:
     """Keep the object MLflow's loader produced, for loads that skip MLflow."""
     if not pickle_allowed():
         return
-    module = type(native).__module__.split(".", 1)[0]
-    packages = {"sklearn": ["scikit-learn", "numpy"]}.get(module, [])
-    if kind == "python_model":
-        packages = ["cloudpickle", "mlflow"]
-    if not packages:
-        return
+    kind = _FAST_FLAVORS[flavor]
+    packages = _FAST_PACKAGES[flavor]
 
     def write(folder: Path) -> dict[str, Any]:
         import cloudpickle
@@ -488,8 +553,9 @@ def _load_with_mlflow_unchecked(cache: ModelCache, entry: CachedVersion, flavor:
     flavors = meta.get("flavors") or {}
     if flavor == "native":
         native = _load_native(entry.artifacts, flavors)
-        if "sklearn" in flavors:
-            _write_fast(cache, entry, native, "predict")
+        fast = _fast_flavor(flavors, native)
+        if fast is not None and fast != "python_function":
+            _write_fast(cache, entry, native, fast)
         return native
     # MLflow's own check of the model's requirements maps every installed distribution to its
     # modules first (over a second, more than the rest of a small model's load): the same
@@ -497,11 +563,13 @@ def _load_with_mlflow_unchecked(cache: ModelCache, entry: CachedVersion, flavor:
     _warn_environment_mismatches(entry, meta)
     pyfunc = mlflow.pyfunc.load_model(str(entry.artifacts), suppress_warnings=True)
     loaded = LoadedModel(entry.version, entry.artifacts, None, None, pyfunc)
-    if "sklearn" in flavors:
+    if flavors.get("python_function", {}).get("cloudpickle_version"):
+        _write_fast(cache, entry, pyfunc.unwrap_python_model(), "python_function")
+    elif {"sklearn", "xgboost", "pytorch"} & set(flavors):
         native = pyfunc.get_raw_model()
-        _write_fast(cache, entry, native, "predict")
-    elif flavors.get("python_function", {}).get("cloudpickle_version"):
-        _write_fast(cache, entry, pyfunc.unwrap_python_model(), "python_model")
+        fast = _fast_flavor(flavors, native)
+        if fast is not None:
+            _write_fast(cache, entry, native, fast)
     return loaded
 
 

@@ -326,6 +326,7 @@ class _BigStores:
     """The two servers of the big-transfer scenarios, each started once per run when first needed.
 
     ``local``: ``mlflow server`` over SQLite, artifacts proxied to a local directory.
+    Both servers run MLflow's default four workers.
     ``s3``: the production shape, PostgreSQL and artifacts proxied to S3 on a moto server.
     Both get ``big`` (one 1 GiB file) and ``many`` (300 x 100 KiB), alias ``prod``, registered
     by plain MLflow (``jobs/setup_big_models.py``).
@@ -344,8 +345,9 @@ class _BigStores:
             root.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, **source_env()}
             if store == "local":
+                # MLflow's default --workers (4), as the S3 stack has.
                 cls.local = MlflowServer(
-                    "big-local", f"sqlite:///{root / 'mlflow.db'}", root
+                    "big-local", f"sqlite:///{root / 'mlflow.db'}", root, workers=4
                 ).start()
                 uri = cls.local.uri
             else:
