@@ -2,9 +2,9 @@
 
 Both sides of a scenario run as fresh processes, interleaved (ours, theirs, ours, ...) so that
 machine noise hits both alike. The report gives the median and best wall time of each side, the
-ratio of medians, and the median peak RSS of each side (the timed process's own ``ru_maxrss``,
-from ``os.wait4``) and CPU seconds; it checks the ratio, and optionally ours' peak RSS and HTTP request count,
-against the scenario's targets, and is written as JSON.
+ratio of medians, the median peak RSS of each side (the timed process's own ``ru_maxrss``,
+from ``os.wait4``) and CPU seconds; it checks the ratio, and optionally ours' peak RSS and HTTP
+request count, against the scenario's targets, and is written as JSON.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 Usage: ``python load_registered.py MODEL_URI REQUIREMENTS.txt INPUT.npy OUTPUT.npy REPORT.json``
 
 Run with nothing but ``MLFLOW_TRACKING_URI`` in the environment. Before MLflow is imported,
-every installed top-level module is made unimportable unless a distribution providing it is
-named in REQUIREMENTS (the model's ``requirements.txt``) or is a dependency of one of those,
-transitively; ``registry_sdk`` is always unimportable, and the project is taken off
-``sys.path``. Then ``mlflow.pyfunc.load_model(MODEL_URI)`` predicts
-on INPUT and the predictions go to OUTPUT. The report says which imports were refused and
+every installed top-level module is made unimportable (not found, as if not installed) unless
+a distribution providing it is named in REQUIREMENTS (the model's ``requirements.txt``) or is a
+dependency of one of those, transitively; ``registry_sdk`` is always unimportable, and the
+project is taken off ``sys.path``. Then ``mlflow.pyfunc.load_model(MODEL_URI)`` predicts on
+INPUT and the predictions go to OUTPUT. The report says which imports were refused and
 whether the load worked.
 """
 
@@ -27,18 +27,48 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 class Refuse(importlib.abc.MetaPathFinder):
-    """Import of a refused top-level module fails as if it were not installed."""
+    """A refused top-level module is not found, exactly as if it were not installed.
+
+    Installed with :meth:`install`, in place of every finder on ``sys.meta_path``, which it
+    asks for everything else: a probe such as ``importlib.util.find_spec`` gets None for a
+    refused module (libraries check optional packages that way), an import gets
+    ``ModuleNotFoundError``.
+    """
 
     def __init__(self, refused: set[str]) -> None:
         self.refused = refused
         self.attempts: set[str] = set()
+        self.finders: list[object] = []
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ARG002
+    def install(self) -> None:
+        """Take the place of every finder on ``sys.meta_path``."""
+        self.finders = list(sys.meta_path)
+        sys.meta_path[:] = [self]
+
+    def find_spec(self, fullname, path=None, target=None):
         top = fullname.split(".", 1)[0]
         if top in self.refused:
             self.attempts.add(top)
-            msg = f"No module named {fullname!r} (refused: not in the model's requirements)"
-            raise ModuleNotFoundError(msg, name=fullname)
+            return None
+        for finder in self.finders:
+            find = getattr(finder, "find_spec", None)
+            spec = None if find is None else find(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+    def find_distributions(self, *args, **kwargs):
+        """Installed metadata stays visible (as a pip-installed environment's would)."""
+        for finder in self.finders:
+            find = getattr(finder, "find_distributions", None)
+            if find is not None:
+                yield from find(*args, **kwargs)
+
+    def invalidate_caches(self) -> None:
+        for finder in self.finders:
+            invalidate = getattr(finder, "invalidate_caches", None)
+            if invalidate is not None:
+                invalidate()
 
 
 def requirement_names(text: str) -> set[str]:
@@ -85,7 +115,7 @@ def main() -> int:
             refused.add(module)
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != PROJECT_ROOT]
     finder = Refuse(refused)
-    sys.meta_path.insert(0, finder)
+    finder.install()
     report["requirements"] = sorted(requirement_names(requirements))
     try:
         import mlflow.pyfunc
