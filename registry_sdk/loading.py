@@ -169,7 +169,8 @@ def _predict_torch(module: Any, data: Any, params: dict[str, Any] | None) -> Any
 
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(data, pandas.DataFrame):
-        tensor = torch.from_numpy(data.to_numpy(dtype=np.float32))
+        # Writable (a copy only if pandas hands out a read-only view): torch warns otherwise.
+        tensor = torch.from_numpy(np.require(data.to_numpy(dtype=np.float32), requirements="W"))
     elif isinstance(data, np.ndarray):
         tensor = torch.from_numpy(data)
     else:

@@ -13,9 +13,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from harness import Scenario
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PY = sys.executable
 JOBS = Path(__file__).parent / "jobs"
@@ -317,6 +320,116 @@ def _reuse_outage_setup(workdir: Path) -> None:
     (workdir / "uri").write_text((source / "uri").read_text())
 
 
+# ------------------------------------------------------------------------------ flavors
+
+
+class _FlavorServer:
+    """An mlflow server on loopback for the flavor scenarios, started when first needed.
+
+    One per run; each scenario registers its own model on it (``jobs/setup_flavor_models.py``).
+    """
+
+    server: MlflowServer | None = None
+
+    @classmethod
+    def uri(cls, workdir: Path) -> str:
+        if cls.server is None:
+            root = workdir.parent / "flavor-server"
+            root.mkdir(parents=True, exist_ok=True)
+            server = MlflowServer("flavors", f"sqlite:///{root / 'mlflow.db'}", root)
+            cls.server = server.start()
+        return cls.server.uri
+
+    @classmethod
+    def stop(cls, _workdir: Path) -> None:
+        if cls.server is not None:
+            cls.server.stop()
+            cls.server = None
+
+
+#: No Hugging Face hub: the pipeline is built from a local vocabulary and random weights.
+_OFFLINE_HUB = {"HF_HUB_OFFLINE": "1"}
+_TORCH_X = "import numpy as np; X = np.random.RandomState(1).rand(8, 4).astype(np.float32)"
+_TEXTS = "X = ['good movie', 'bad plot', 'great actor', 'boring story']"
+
+
+def _flavor_scenarios(repeat: int) -> list[Scenario]:
+    """load_model from a warm cache vs MLflow, for a PyTorch module and a transformers pipeline.
+
+    Each model is registered once with ``@register`` and loaded once by ``load_model`` in
+    setup, which fills the cache (and, for PyTorch, writes the fast-load form the timed loads
+    use; a transformers pipeline has none: MLflow's own loader runs on the cached files).
+    """
+
+    def setup(kind: str, env: dict[str, str]) -> Callable[[Path], None]:
+        def run(workdir: Path) -> None:
+            uri = _FlavorServer.uri(workdir)
+            (workdir / "uri").write_text(uri)
+            subprocess.run(
+                [PY, str(JOBS / "setup_flavor_models.py"), kind, uri, str(workdir / "cache")],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=workdir,
+                env={**os.environ, **source_env(), **env},
+            )
+
+        return run
+
+    def cmd(code: str) -> list[str]:
+        # As load_alias_warm's: the URI is only known once the server runs.
+        prelude = (
+            "import os; os.environ['MLFLOW_TRACKING_URI'] = open('uri').read(); "
+            "os.environ['REGISTRY_SDK_CACHE_DIR'] = os.path.abspath('cache'); "
+        )
+        return [PY, "-c", prelude + code]
+
+    def scenario(
+        name: str,
+        model: str,
+        data: str,
+        what: str,
+        setup: Callable[[Path], None],
+        teardown: Callable[[Path], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Scenario:
+        load = f"load_model('{model}@prod')"
+        return Scenario(
+            name=name,
+            description=f"fresh process, warm cache: {load} + predict vs MLflow, {what}",
+            ours=cmd(f"import registry_sdk as rs; {data}; rs.{load}.predict(X)"),
+            baseline=cmd(
+                f"import mlflow.pyfunc; {data}; "
+                f"mlflow.pyfunc.load_model('models:/{model}@prod').predict(X)"
+            ),
+            target_ratio=1.0,
+            repeat=repeat,
+            warmup=1,
+            setup=setup,
+            teardown=teardown,
+            env=env or {},
+        )
+
+    return [
+        scenario(
+            "load_torch_warm",
+            "torchnet",
+            _TORCH_X,
+            "torch.nn.Module 4->8->2 on 8x4 float32",
+            setup=setup("torch", {}),
+        ),
+        scenario(
+            "load_transformers_warm",
+            "textclf",
+            _TEXTS,
+            "text-classification pipeline (1-layer BERT) on 4 sentences",
+            setup=setup("transformers", _OFFLINE_HUB),
+            teardown=_FlavorServer.stop,
+            env=_OFFLINE_HUB,
+        ),
+    ]
+
+
 # ------------------------------------------------------------------------------ big transfers
 
 Store = Literal["local", "s3"]
@@ -520,6 +633,7 @@ def cleanup() -> None:
     """Stop what scenarios started and left running (``--only`` may skip their teardown)."""
     _RfProxy.stop(Path())
     _RfServer.stop(Path())
+    _FlavorServer.stop(Path())
     _BigStores.stop("local")
     _BigStores.stop("s3")
 
@@ -530,6 +644,7 @@ def all_scenarios(repeat: int) -> list[Scenario]:
         import_scenario(repeat),
         register_scenario(repeat),
         *_load_scenarios(repeat),
+        *_flavor_scenarios(repeat),
         *_outage_scenarios(repeat),
         *_big_scenarios(repeat),
     ]

@@ -1,4 +1,4 @@
-"""XGBoost, PyTorch and Hugging Face transformers models through ``@register``, end to end.
+"""XGBoost, PyTorch, Hugging Face transformers and LightGBM Booster models, end to end.
 
 Each model is tiny and built here, with no network (the transformers model from a small config
 with random weights and a tokenizer over a local vocabulary). Each is registered with
@@ -34,6 +34,7 @@ from registry_sdk import _tags
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 xgboost = pytest.importorskip("xgboost")
+lightgbm = pytest.importorskip("lightgbm")
 
 LOADER = Path(__file__).parent / "scripts" / "load_flavor_model.py"
 TIMEOUT = 300
@@ -51,14 +52,22 @@ REQUIREMENTS = {
     "xgboost": {"mlflow", "xgboost"},
     "pytorch": {"mlflow", "cloudpickle", "torch"},
     "transformers": {"mlflow", "tokenizers", "torch", "transformers"},
+    "lightgbm_booster": {"mlflow", "lightgbm"},
 }
 #: How registry_sdk predicts from its cache, and what ``LoadedModel.unwrap()`` returns.
-FAST_KIND = {"xgboost": "predict", "pytorch": "torch", "transformers": None}
+FAST_KIND = {
+    "xgboost": "predict",
+    "pytorch": "torch",
+    "transformers": None,
+    "lightgbm_booster": None,
+}
 UNWRAPPED = {
     "xgboost": "XGBClassifier",
     "pytorch": "TwoLayers",
     "transformers": "TextClassificationPipeline",
+    "lightgbm_booster": "Booster",
 }
+FLAVORS = list(UNWRAPPED)
 
 
 class TwoLayers(torch.nn.Module):
@@ -77,6 +86,11 @@ def _train_xgboost(X, y, n_estimators: int = 8):
     return xgboost.XGBClassifier(n_estimators=n_estimators, max_depth=2, random_state=0).fit(X, y)
 
 
+def _train_lightgbm_booster(X, y, rounds: int = 8):
+    params = {"objective": "binary", "num_leaves": 7, "verbose": -1, "seed": 0}
+    return lightgbm.train(params, lightgbm.Dataset(X, y), num_boost_round=rounds)
+
+
 def _train_pytorch(X, y, epochs: int = 20):
     torch.manual_seed(0)
     net = TwoLayers()
@@ -90,9 +104,14 @@ def _train_pytorch(X, y, epochs: int = 20):
 
 
 def _train_transformers(vocab_dir: str, labels: int = 2):
-    vocab = Path(vocab_dir) / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    folder = Path(vocab_dir) / "tokenizer"
+    folder.mkdir(exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # From the folder: transformers 5 ignores BertTokenizerFast(vocab_file=...) (it takes
+    # vocab=), which would leave every word unknown; from_pretrained reads it in 4 and 5.
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(str(folder))
+    assert tokenizer.convert_tokens_to_ids(WORDS) == list(range(5, 5 + len(WORDS)))
     config = transformers.BertConfig(
         vocab_size=len(WORDS) + 5,
         hidden_size=16,
@@ -109,7 +128,7 @@ def _train_transformers(vocab_dir: str, labels: int = 2):
 
 def _expected(flavor: str, model) -> dict[str, object]:
     """What the in-memory model predicts, as the loader writes it."""
-    if flavor == "xgboost":
+    if flavor in {"xgboost", "lightgbm_booster"}:
         return {"array": model.predict(X_TEST).tolist()}
     if flavor == "pytorch":
         with torch.no_grad():
@@ -169,6 +188,7 @@ def registered(request, tmp_path_factory):
         "xgboost": (_train_xgboost, (X_TRAIN, Y_TRAIN)),
         "pytorch": (_train_pytorch, (X_TRAIN, Y_TRAIN)),
         "transformers": (_train_transformers, (str(workdir),)),
+        "lightgbm_booster": (_train_lightgbm_booster, (X_TRAIN, Y_TRAIN)),
     }
     out = {}
     with (
@@ -178,7 +198,7 @@ def registered(request, tmp_path_factory):
         patch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
         patch.setenv("HF_HUB_OFFLINE", "1")
         for flavor, (trainer, args) in trainers.items():
-            name = f"deep-{flavor}-{uuid.uuid4().hex[:6]}"
+            name = f"deep-{flavor.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
             model = rs.register(name, alias="prod", client=client)(trainer)(*args)
             artifacts = client.pull(f"{name}@prod")
             tags = client.get_version(f"{name}@prod").tags
@@ -186,7 +206,7 @@ def registered(request, tmp_path_factory):
     return uri, workdir, out
 
 
-@pytest.mark.parametrize("flavor", ["xgboost", "pytorch", "transformers"])
+@pytest.mark.parametrize("flavor", FLAVORS)
 def test_vanilla_mlflow_and_load_model_predict_what_the_trained_model_did(registered, flavor):
     uri, workdir, models = registered
     name, expected, artifacts, _ = models[flavor]
@@ -208,7 +228,7 @@ def test_vanilla_mlflow_and_load_model_predict_what_the_trained_model_did(regist
     assert cold["unwrapped"] == warm["unwrapped"] == UNWRAPPED[flavor]
 
 
-@pytest.mark.parametrize("flavor", ["xgboost", "pytorch", "transformers"])
+@pytest.mark.parametrize("flavor", FLAVORS)
 def test_requirements_name_exactly_what_loading_needs(registered, flavor):
     _, _, models = registered
     _, _, artifacts, tags = models[flavor]
@@ -226,7 +246,12 @@ def test_requirements_name_exactly_what_loading_needs(registered, flavor):
 
 @pytest.mark.parametrize(
     ("flavor", "mlflow_flavor"),
-    [("xgboost", "xgboost"), ("pytorch", "pytorch"), ("transformers", "transformers")],
+    [
+        ("xgboost", "xgboost"),
+        ("pytorch", "pytorch"),
+        ("transformers", "transformers"),
+        ("lightgbm_booster", "lightgbm"),
+    ],
 )
 def test_each_is_saved_in_its_own_mlflow_flavor(registered, flavor, mlflow_flavor):
     _, _, models = registered
