@@ -1,8 +1,9 @@
 """Pick the MLflow flavor for a model object and save it in that flavor's own format.
 
-Detected from the object's class hierarchy: scikit-learn, XGBoost, LightGBM, PyTorch and
-Hugging Face transformers use their MLflow flavors; anything else (a class or a function,
-including ones defined in ``__main__`` or a notebook) is saved as a cloudpickle-backed pyfunc.
+Detected from the object's class hierarchy: scikit-learn, XGBoost, LightGBM, PyTorch, ONNX
+(an ``onnx.ModelProto``) and Hugging Face transformers use their MLflow flavors; anything
+else (a class or a function, including ones defined in ``__main__`` or a notebook) is saved as
+a cloudpickle-backed pyfunc.
 A transformers model is a ``Pipeline``, or a dict of its components (``{"model": ...,
 "tokenizer": ...}``) as MLflow's transformers flavor takes them. Imports mlflow (``save``
 only; choosing a format does not).
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from pathlib import Path
 
-FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "transformers", "pyfunc")
+FLAVORS = ("sklearn", "xgboost", "lightgbm", "pytorch", "transformers", "onnx", "pyfunc")
 #: The formats ``@register(serialization=...)`` accepts.
 SERIALIZATIONS = ("skops", "cloudpickle", "pickle")
 #: Flavor -> the first MLflow release whose flavor loads the skops format. An older mlflow (all
@@ -49,7 +50,11 @@ _BY_TOP_MODULE = {
     "lightgbm": "lightgbm",
     "torch": "pytorch",
     "transformers": "transformers",
+    "onnx": "onnx",
 }
+#: What loading a flavor's models needs that the model object does not reference: MLflow's
+#: ONNX flavor predicts with ONNX Runtime.
+_FLAVOR_NEEDS = {"onnx": ("onnxruntime",)}
 # Extra distributions a saved format needs at load time, beyond the model's own imports.
 _FORMAT_NEEDS = {"skops": ("skops",), "cloudpickle": ("cloudpickle",)}
 
@@ -61,7 +66,7 @@ class Saved:
     Attributes:
         serialization: the format of the model's file: ``skops``, ``cloudpickle`` or ``pickle``,
             or ``native`` for a framework's own format (XGBoost, a LightGBM ``Booster``, PyTorch,
-            transformers).
+            ONNX, transformers).
         requirements: the pip requirements written with it.
     """
 
@@ -225,9 +230,10 @@ def save(
     wanted = serialization or "skops"
     if flavor == "sklearn":
         return _save_sklearn(model, path, wanted, reqs, common, trusted_types, forced=forced)
-    if flavor in {"xgboost", "lightgbm", "pytorch"}:
+    if flavor in {"xgboost", "lightgbm", "pytorch", "onnx"}:
         kind, options = _framework_format(flavor, model, wanted, forced=forced)
-        return _save_framework(model, path, flavor, kind, reqs(kind), {**common, **options})
+        written = sorted({*reqs(kind), *map(_pin, _FLAVOR_NEEDS.get(flavor, ()))}, key=str.lower)
+        return _save_framework(model, path, flavor, kind, written, {**common, **options})
     if flavor == "transformers":
         return _save_transformers(model, path, reqs(NATIVE), common, forced=forced, wanted=wanted)
     if forced and wanted != UNIVERSAL:
@@ -285,7 +291,7 @@ def _save_sklearn(
 def _save_framework(
     model: object, path: Path, flavor: str, kind: str, written: list[str], options: dict[str, Any]
 ) -> Saved:
-    """XGBoost, LightGBM or PyTorch, with ``mlflow.<flavor>.save_model``."""
+    """XGBoost, LightGBM, PyTorch or ONNX, with ``mlflow.<flavor>.save_model``."""
     module = __import__(f"mlflow.{flavor}", fromlist=["save_model"])
     save_model: Callable[..., None] = module.save_model
     with _quiet(f"mlflow.{flavor}") if kind in {"cloudpickle", "pickle"} else _noop():

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import configparser
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -30,7 +31,7 @@ from registry_sdk._config import strip_userinfo
 from registry_sdk.entities import Environment
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "Environment",
@@ -205,6 +206,31 @@ def _is_stdlib(top: str) -> bool:
     return top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__main__"
 
 
+@functools.lru_cache(maxsize=256)
+def _provides(distribution: str, folder: str) -> bool:
+    """Whether ``distribution`` installed files under ``folder`` (``google/protobuf``)."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    prefix = f"{folder}/"
+    return any(str(file).startswith(prefix) or str(file) == f"{folder}.py" for file in files)
+
+
+def _owners(module: str, candidates: Sequence[str]) -> Sequence[str]:
+    """The distributions among ``candidates`` that provide ``module`` itself.
+
+    A namespace package (``google``) is shared by many distributions: ``google.protobuf`` is
+    protobuf's, not google-auth's. Told apart by the files each installed under the module's
+    second-level folder; when none did (or the module has no second level), all of them.
+    """
+    parts = module.split(".")
+    if len(candidates) <= 1 or len(parts) < 2:  # noqa: PLR2004 - a package and a module in it
+        return candidates
+    owners = [d for d in candidates if _provides(d, "/".join(parts[:2]))]
+    return owners or candidates
+
+
 def distributions_for(modules: Iterable[str]) -> dict[str, str]:
     """Map module names to the installed distributions providing them (name -> version)."""
     index = _distributions_by_module()
@@ -213,7 +239,7 @@ def distributions_for(modules: Iterable[str]) -> dict[str, str]:
         top = module.split(".", 1)[0]
         if not top or _is_stdlib(top):
             continue
-        for dist in index.get(top, ()):
+        for dist in _owners(module, index.get(top, ())):
             try:
                 out[_canonical(dist)] = importlib.metadata.version(dist)
             except importlib.metadata.PackageNotFoundError:

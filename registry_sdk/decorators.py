@@ -479,7 +479,7 @@ def _prefetch_saving_machinery() -> threading.Thread:
     """
     frameworks = {"sklearn": "mlflow.sklearn", "lightgbm": "mlflow.lightgbm"}
     frameworks |= {"xgboost": "mlflow.xgboost", "torch": "mlflow.pytorch"}
-    frameworks |= {"transformers": "mlflow.transformers"}
+    frameworks |= {"transformers": "mlflow.transformers", "onnx": "mlflow.onnx"}
     wanted = [flavor for module, flavor in frameworks.items() if module in sys.modules]
     if "sklearn" in sys.modules:
         wanted.append("skops.io")
@@ -553,7 +553,7 @@ def register(
         tags: extra version tags.
         description: description of each new version.
         flavor: force an MLflow flavor (``sklearn``, ``xgboost``, ``lightgbm``, ``pytorch``,
-            ``transformers``, ``pyfunc``); detected from the model object when None.
+            ``transformers``, ``onnx``, ``pyfunc``); detected from the model object when None.
         signature: MLflow model signature.
         input_example: MLflow input example.
         client: the registry to use (default: ``RegistryClient()``).
@@ -579,6 +579,7 @@ def register(
         "xgboost": "its own",
         "pytorch": "its own",
         "transformers": "its own",
+        "onnx": "its own",
     }
     if serialization is not None and flavor in only and serialization != only[flavor]:
         msg = (

@@ -1,4 +1,4 @@
-"""XGBoost, PyTorch, Hugging Face transformers and LightGBM Booster models, end to end.
+"""XGBoost, PyTorch, Hugging Face transformers, ONNX and LightGBM Booster models, end to end.
 
 Each model is tiny and built here, with no network (the transformers model from a small config
 with random weights and a tokenizer over a local vocabulary). Each is registered with
@@ -35,6 +35,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 xgboost = pytest.importorskip("xgboost")
 lightgbm = pytest.importorskip("lightgbm")
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
 
 LOADER = Path(__file__).parent / "scripts" / "load_flavor_model.py"
 TIMEOUT = 300
@@ -53,6 +55,8 @@ REQUIREMENTS = {
     "pytorch": {"mlflow", "cloudpickle", "torch"},
     "transformers": {"mlflow", "tokenizers", "torch", "transformers"},
     "lightgbm_booster": {"mlflow", "lightgbm"},
+    # ONNX Runtime runs it; the model object itself references only onnx (and protobuf).
+    "onnx": {"mlflow", "onnx", "onnxruntime", "protobuf"},
 }
 #: How registry_sdk predicts from its cache, and what ``LoadedModel.unwrap()`` returns.
 FAST_KIND = {
@@ -60,12 +64,14 @@ FAST_KIND = {
     "pytorch": "torch",
     "transformers": None,
     "lightgbm_booster": None,
+    "onnx": None,
 }
 UNWRAPPED = {
     "xgboost": "XGBClassifier",
     "pytorch": "TwoLayers",
     "transformers": "TextClassificationPipeline",
     "lightgbm_booster": "Booster",
+    "onnx": "InferenceSession",
 }
 FLAVORS = list(UNWRAPPED)
 
@@ -89,6 +95,29 @@ def _train_xgboost(X, y, n_estimators: int = 8):
 def _train_lightgbm_booster(X, y, rounds: int = 8):
     params = {"objective": "binary", "num_leaves": 7, "verbose": -1, "seed": 0}
     return lightgbm.train(params, lightgbm.Dataset(X, y), num_boost_round=rounds)
+
+
+def _train_onnx(X, y, l2: float = 1.0):
+    """A linear scorer fitted by ridge regression, exported as an ONNX graph (MatMul + Add)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    design = np.hstack([X, np.ones((len(X), 1), dtype=np.float32)])
+    solved = np.linalg.solve(design.T @ design + l2 * np.eye(5), design.T @ y.astype(np.float32))
+    weights, bias = solved[:4].reshape(4, 1).astype(np.float32), solved[4:].astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["score"]),
+        ],
+        "ridge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every ONNX Runtime release of the last years reads
+    onnx.checker.check_model(model)
+    return model
 
 
 def _train_pytorch(X, y, epochs: int = 20):
@@ -130,6 +159,9 @@ def _expected(flavor: str, model) -> dict[str, object]:
     """What the in-memory model predicts, as the loader writes it."""
     if flavor in {"xgboost", "lightgbm_booster"}:
         return {"array": model.predict(X_TEST).tolist()}
+    if flavor == "onnx":
+        session = onnxruntime.InferenceSession(model.SerializeToString())
+        return {"outputs": {"score": session.run(["score"], {"x": X_TEST})[0].tolist()}}
     if flavor == "pytorch":
         with torch.no_grad():
             return {"array": model(torch.from_numpy(X_TEST)).numpy().tolist()}
@@ -167,6 +199,9 @@ def _assert_same(flavor: str, got: dict[str, object], expected: dict[str, object
         np.testing.assert_allclose(
             [r["score"] for r in records], [w["score"] for w in wanted], rtol=1e-6
         )
+    elif flavor == "onnx":
+        assert got["outputs"].keys() == expected["outputs"].keys() == {"score"}
+        np.testing.assert_array_equal(got["outputs"]["score"], expected["outputs"]["score"])
     else:
         np.testing.assert_array_equal(np.asarray(got["array"]), np.asarray(expected["array"]))
 
@@ -189,6 +224,7 @@ def registered(request, tmp_path_factory):
         "pytorch": (_train_pytorch, (X_TRAIN, Y_TRAIN)),
         "transformers": (_train_transformers, (str(workdir),)),
         "lightgbm_booster": (_train_lightgbm_booster, (X_TRAIN, Y_TRAIN)),
+        "onnx": (_train_onnx, (X_TRAIN, Y_TRAIN)),
     }
     out = {}
     with (
@@ -251,6 +287,7 @@ def test_requirements_name_exactly_what_loading_needs(registered, flavor):
         ("pytorch", "pytorch"),
         ("transformers", "transformers"),
         ("lightgbm_booster", "lightgbm"),
+        ("onnx", "onnx"),
     ],
 )
 def test_each_is_saved_in_its_own_mlflow_flavor(registered, flavor, mlflow_flavor):
@@ -262,7 +299,7 @@ def test_each_is_saved_in_its_own_mlflow_flavor(registered, flavor, mlflow_flavo
         assert mlmodel["flavors"]["pytorch"].get("serialization_format", "pickle") == "pickle"
 
 
-def test_a_dict_of_transformers_components_is_a_transformers_model(tmp_path):
+def test_each_flavor_is_detected_from_the_returned_object(tmp_path):
     pipeline = _train_transformers(str(tmp_path))
     components = {"model": pipeline.model, "tokenizer": pipeline.tokenizer}
     from registry_sdk import _flavors
@@ -271,3 +308,4 @@ def test_a_dict_of_transformers_components_is_a_transformers_model(tmp_path):
     assert _flavors.detect(pipeline) == "transformers"
     assert _flavors.detect(TwoLayers()) == "pytorch"
     assert _flavors.detect({"model": TwoLayers()}) == "pyfunc"
+    assert _flavors.detect(_train_onnx(X_TRAIN, Y_TRAIN)) == "onnx"

@@ -553,3 +553,17 @@ def test_code_identity_of_a_nested_function_and_through_a_wrapper():
     assert name == f"{__name__}.{helper.__qualname__}"
     assert "<locals>.helper" in name
     assert code_identity(wrapper) == (name, sha)
+
+
+def test_a_namespace_package_is_told_apart_by_the_distribution_owning_the_module():
+    # "google" is shared: protobuf installs google/protobuf, google-auth google/auth.
+    pytest.importorskip("google.protobuf")
+    pytest.importorskip("google.auth")
+    from registry_sdk.capture import distributions_for
+
+    assert set(distributions_for({"google.protobuf.message"})) == {"protobuf"}
+    assert set(distributions_for({"google.auth.credentials"})) == {"google-auth"}
+    assert set(distributions_for({"google.protobuf", "google.auth"})) == {
+        "protobuf",
+        "google-auth",
+    }

@@ -12,8 +12,9 @@ model's ``requirements.txt``), or a dependency of one, transitively, provides it
 
 INPUT holds a numeric array, or an array of strings given to the model as a list of strings.
 OUTPUT gets the predictions as JSON: ``{"array": ...}`` for an array, ``{"records": ...}`` for a
-DataFrame. The report says whether it worked, what was refused, how ``registry_sdk`` predicted
-(``kind``: its fast-load form's, or null for MLflow's pyfunc) and whether mlflow was imported.
+DataFrame or a list, ``{"outputs": {name: ...}}`` for a dict of arrays. The report says
+whether it worked, what was refused, how ``registry_sdk`` predicted (``kind``: its fast-load
+form's, or null for MLflow's pyfunc) and whether mlflow was imported.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def _as_json(predictions: object) -> dict[str, object]:
         return {"records": predictions.to_dict("records")}
     if isinstance(predictions, list):
         return {"records": predictions}
+    if isinstance(predictions, dict):  # ONNX: output name -> array
+        return {"outputs": {k: np.asarray(v).tolist() for k, v in predictions.items()}}
     return {"array": np.asarray(predictions).tolist()}
 
 
