@@ -51,7 +51,7 @@ from registry_sdk.entities import ModelVersion
 from registry_sdk.errors import CacheIntegrityError, RegistryError, RegistryUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
 __all__ = [
@@ -273,6 +273,9 @@ class CachedVersion:
     #: The digest of the artifact tree, and whether it matched the one the version records.
     digest: str = ""
     digest_verified: bool = False
+    #: The ids of the public keys whose signature of the artifacts was verified
+    #: (:func:`registry_sdk.signing.key_file_id`), when any was asked for.
+    signed_by: tuple[str, ...] = ()
 
     @property
     def artifacts(self) -> Path:
@@ -394,6 +397,7 @@ class ModelCache:
                 created_at=float(data.get("created_at", 0.0)),
                 digest=str(data.get("digest", "")),
                 digest_verified=bool(data.get("digest_verified", False)),
+                signed_by=tuple(str(k) for k in data.get("signed_by", ())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # any shape but ours
             msg = f"the cache manifest of {name}/{version} at {path} is unreadable: {exc}"
@@ -463,6 +467,7 @@ class ModelCache:
         download: Callable[[Path], Mapping[str, str] | None],
         *,
         verify: Callable[[list[FileDigest]], bool] | None = None,
+        inspect: Callable[[Path], Sequence[str]] | None = None,
         replace: bool = False,
         resume_key: str | None = None,
     ) -> CachedVersion:
@@ -473,8 +478,11 @@ class ModelCache:
         not read again. ``verify(records)``
         gets the hashed artifact files before anything is renamed into place; it raises to
         refuse them (nothing is cached) and returns whether they matched a recorded digest.
-        Another process that filled the same version while we waited for the lock wins; we use
-        its entry, unless ``replace`` (the entry is known stale: a re-created model).
+        ``inspect(artifacts_dir)`` then sees the files in place, also before anything is renamed:
+        it raises to refuse them (a signature check) and returns the ids of the keys whose
+        signature it verified (the entry's ``signed_by``). Another process that filled the same
+        version while we waited for the lock wins; we use its entry, unless ``replace`` (the
+        entry is known stale: a re-created model).
 
         ``resume_key`` (the digest recorded on the version, which ``verify`` checks) makes the
         fill resumable: the temp dir of a fill of the same version and key that was killed, or
@@ -496,13 +504,13 @@ class ModelCache:
             # for this very download is taken up again, the others removed.
             tmp, adopted = self._leftovers(final, marker)
             try:
-                self._fill_into(tmp, mv, download, verify, marker, adopted=adopted)
+                self._fill_into(tmp, mv, download, (verify, inspect), marker, adopted=adopted)
             except CacheIntegrityError:
                 if not adopted:
                     raise
                 logger.info("%s: the resumed download did not verify; downloading again", mv.ref)
                 tmp, _ = self._leftovers(final, None)
-                self._fill_into(tmp, mv, download, verify, marker, adopted=False)
+                self._fill_into(tmp, mv, download, (verify, inspect), marker, adopted=False)
             if final.exists():
                 # A corrupt or stale entry: move it aside, then out of the way.
                 trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -566,7 +574,9 @@ class ModelCache:
         tmp: Path,
         mv: ModelVersion,
         download: Callable[[Path], Mapping[str, str] | None],
-        verify: Callable[[list[FileDigest]], bool] | None,
+        checks: tuple[
+            Callable[[list[FileDigest]], bool] | None, Callable[[Path], Sequence[str]] | None
+        ],
         marker: str | None,
         *,
         adopted: bool,
@@ -590,6 +600,9 @@ class ModelCache:
                 for rel, r in records.items()
                 if rel.startswith(ARTIFACTS + "/")
             ]
+            verify, inspect = checks
+            # The signature first: a file changed, added or removed is refused as unsigned.
+            signed_by = tuple(inspect(tmp / ARTIFACTS)) if inspect is not None else ()
             verified = verify(artifacts) if verify is not None else False
             self._write_manifest(
                 tmp,
@@ -598,6 +611,7 @@ class ModelCache:
                 files=records,
                 digest=tree_digest(artifacts),
                 digest_verified=verified,
+                signed_by=signed_by,
             )
         except BaseException:
             if not keep:
@@ -631,6 +645,7 @@ class ModelCache:
         digest: str,
         *,
         digest_verified: bool,
+        signed_by: Sequence[str] = (),
     ) -> None:
         payload = {
             "format": _FORMAT,
@@ -640,6 +655,7 @@ class ModelCache:
             "created_at": time.time(),
             "digest": digest,
             "digest_verified": digest_verified,
+            "signed_by": sorted(set(signed_by)),
         }
         payload["hmac"] = _seal(self.key, payload)
         tmp = vdir / f".{MANIFEST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
@@ -658,6 +674,7 @@ class ModelCache:
         files: dict[str, FileRecord] | None = None,
         fast: dict[str, Any] | None = None,
         digest_verified: bool | None = None,
+        signed_by: Sequence[str] = (),
     ) -> CachedVersion:
         """Rewrite an entry's manifest under its lock (new metadata, refreshed stat fields).
 
@@ -677,6 +694,7 @@ class ModelCache:
                 digest_verified=current.digest_verified
                 if digest_verified is None
                 else digest_verified,
+                signed_by=(*current.signed_by, *signed_by),
             )
             refreshed = self.get(entry.version.name, entry.version.version)
         return refreshed or entry
@@ -714,6 +732,7 @@ class ModelCache:
                 files=files,
                 digest=current.digest,
                 digest_verified=current.digest_verified,
+                signed_by=current.signed_by,
             )
 
     def prune(self, keep: int) -> list[CachedVersion]:

@@ -35,6 +35,7 @@ import attrs
 
 from registry_sdk import _tags
 from registry_sdk.errors import CacheIntegrityError, UnsafeArtifactError
+from registry_sdk.signing import SIGNATURE_FILE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -46,8 +47,9 @@ FILES_TAG = _tags.ARTIFACTS_FILES
 MAX_TAG_VALUE = 5000
 _CHUNK = 1 << 20
 _SHORT = 16
-#: Written by MLflow's loader into the model directory it loads; never part of a digest.
-IGNORED = frozenset({"registered_model_meta"})
+#: Never part of a digest: what MLflow's loader writes into the model directory it loads, and
+#: the signature bundle (checked against its own tag; it may be added to a version later).
+IGNORED = frozenset({"registered_model_meta", SIGNATURE_FILE})
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 #: O_NONBLOCK: a FIFO swapped in after a walk must not block the open; fstat then refuses it.

@@ -177,6 +177,8 @@ class Entry:
     pushes: int = 0
     last_attempt_at: float | None = None
     last_error: str | None = None
+    #: The private key file the push signs the model with (see :mod:`registry_sdk.signing`).
+    sign_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON stored in ``entry.json``."""
@@ -588,6 +590,7 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
     if str(getattr(logged.status, "name", logged.status)).upper().endswith("READY"):
         return
     _finish_model_file(entry, logged.artifact_location)
+    _sign(entry)
     # A proxied location gets big files in parts, straight to the server's store.
     _run_artifacts.log_model_artifacts(
         tracking, logged.model_id, logged.artifact_location, str(entry.model_path)
@@ -595,6 +598,20 @@ def _sync_logged_model(tracking: Any, entry: Entry) -> None:
     tracking.finalize_logged_model(logged.model_id, "READY")
     if entry.run_id is not None:
         tracking.log_outputs(entry.run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
+
+
+def _sign(entry: Entry) -> None:
+    """Sign the model files as they will be uploaded, if the entry asks; record the bundle's tag.
+
+    After MLflow's metadata was written into ``MLmodel``: the signature covers the bytes the
+    store gets. Each upload signs anew (the bundle and its tag travel together).
+    """
+    if entry.sign_key is None:
+        return
+    from registry_sdk.signing import SIGNATURE_TAG, sign_model
+
+    entry.tags[SIGNATURE_TAG] = sign_model(entry.model_path, Path(entry.sign_key))
+    entry.save()
 
 
 def _sync_model(
@@ -641,6 +658,7 @@ def _sync_run_artifacts(tracking: Any, entry: Entry, artifact_uri: str, tracking
     if entry.artifacts_logged:
         return
     model = _finish_model_file(entry, None)
+    _sign(entry)
     _run_artifacts.log_artifacts(
         tracking,
         tracking_uri,

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from registry_sdk.entities import Lineage, VersionDiff
     from registry_sdk.integrity import Verification
     from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
+    from registry_sdk.signing import KeyPath
     from registry_sdk.transfer import ImportReport
     from registry_sdk.webhooks import Webhook, WebhookTestResult
 
@@ -754,17 +755,27 @@ class RegistryClient:
 
     # ================================================================== loading
 
-    def load_model(self, ref: RefLike, *, flavor: str | None = None) -> Any:
+    def load_model(
+        self,
+        ref: RefLike,
+        *,
+        flavor: str | None = None,
+        verify: KeyPath | Sequence[KeyPath] | None = None,
+    ) -> Any:
         """Load a version through the local cache; see :func:`registry_sdk.load_model`."""
         from registry_sdk.loading import load_into
 
-        return load_into(self, _as_ref(ref), flavor)
+        return load_into(self, _as_ref(ref), flavor, verify)
 
-    def pull(self, ref: RefLike) -> Path:
-        """Fetch a version into the local cache and return its MLflow model directory."""
+    def pull(self, ref: RefLike, *, verify: KeyPath | Sequence[KeyPath] | None = None) -> Path:
+        """Fetch a version into the local cache and return its MLflow model directory.
+
+        ``verify``: public keys one of which must have signed it (see
+        :func:`registry_sdk.load_model`).
+        """
         from registry_sdk.loading import pull_into
 
-        return pull_into(self, _as_ref(ref))
+        return pull_into(self, _as_ref(ref), verify)
 
     def cached_versions(self) -> list[CachedVersion]:
         """Every version in the local cache of this registry."""
@@ -803,11 +814,28 @@ class RegistryClient:
 
         return integrity.seal(self, _as_ref(ref), force=force)
 
-    def verify(self, ref: RefLike) -> Verification:
-        """Check a version's artifacts in the store against its digest, without loading it."""
-        from registry_sdk import integrity
+    def sign(self, ref: RefLike, *, key: KeyPath) -> ModelVersion:
+        """Sign a registered version with the private key ``key``; the version as it is now.
 
-        return integrity.verify(self, _as_ref(ref))
+        See :func:`registry_sdk.signing.sign_version` (needs ``registry-sdk[signing]``).
+        """
+        from registry_sdk import signing
+
+        return signing.sign_version(self, _as_ref(ref), key)
+
+    def verify(
+        self, ref: RefLike, *, keys: KeyPath | Sequence[KeyPath] | None = None
+    ) -> Verification:
+        """Check a version's artifacts in the store against its digest, without loading it.
+
+        ``keys``: public key files; the artifacts must then also match the version's signature
+        by one of them (see :mod:`registry_sdk.signing`). None: the signature is not checked.
+        """
+        from registry_sdk import integrity
+        from registry_sdk.signing import verify_keys
+
+        chosen = verify_keys(keys) if keys is not None else ()
+        return integrity.verify(self, _as_ref(ref), keys=chosen)
 
     def prune_cache(self, *, keep: int = 3) -> list[str]:
         """Keep the newest ``keep`` cached versions per model (and every alias target)."""

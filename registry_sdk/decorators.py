@@ -47,8 +47,10 @@ from registry_sdk.refs import validate_alias, validate_model_name
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from registry_sdk.capture import References
     from registry_sdk.client import RegistryClient
-    from registry_sdk.entities import ModelVersion
+    from registry_sdk.entities import Environment, ModelVersion
+    from registry_sdk.signing import KeyPath
 
 __all__ = ["PendingRegistrationWarning", "Registered", "log_metric", "log_metrics", "register"]
 
@@ -121,6 +123,8 @@ class _Options:
     input_example: Any
     client: RegistryClient | None
     serialization: str | None = None
+    #: The private key to sign with (None: REGISTRY_SDK_SIGNING_KEY when the function is called).
+    sign: Path | None = None
 
 
 class Registered(Generic[P, R]):
@@ -323,8 +327,42 @@ def _provenance_tags(fn: Callable[..., Any]) -> dict[str, str]:
     return tags
 
 
+def _save_model(
+    model: object,
+    path: Path,
+    flavor: str,
+    captured: tuple[Environment, References],
+    options: _Options,
+    client: RegistryClient,
+    *,
+    server_down: bool,
+) -> dict[str, str]:
+    """Save ``model`` at ``path`` in its flavor's format; its tags."""
+    from registry_sdk import _flavors, _outbox, capture
+
+    env, refs = captured
+    serialization = options.serialization
+    if serialization is None and _flavors.has_choice(flavor, model):
+        readers = _oldest_reader(client, server_down=server_down)
+        serialization = _flavors.choose_serialization(flavor, requested=None, readers=readers)
+    saved = _flavors.save(
+        model,
+        path,
+        flavor=flavor,
+        requirements=env.requirements(),
+        serialization=serialization,
+        forced=options.serialization is not None,
+        signature=options.signature,
+        input_example=options.input_example,
+        by_value_modules=sorted(capture.local_modules(refs.modules)),
+        trusted_types=refs.types,
+    )
+    return {_outbox.SERIALIZATION_TAG: saved.serialization}
+
+
 def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
     from registry_sdk import _flavors, _outbox, capture
+    from registry_sdk.signing import signing_key
 
     options = wrapper._options  # noqa: SLF001 - the wrapper's own state
     fn = wrapper._fn  # noqa: SLF001
@@ -372,24 +410,19 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
             tags[_tags.DERIVED_FROM] = json.dumps(collector.derived_from)
         tags.update({str(k): str(v) for k, v in options.tags.items()})
 
-        serialization = options.serialization
-        if serialization is None and _flavors.has_choice(flavor, model):
-            readers = _oldest_reader(client, server_down=run is None)
-            serialization = _flavors.choose_serialization(flavor, requested=None, readers=readers)
+        signer = options.sign or signing_key()
         staging = _outbox.new_entry_dir(client.settings.cache_dir, key)
-        saved = _flavors.save(
-            model,
-            staging / _outbox.MODEL_DIR,
-            flavor=flavor,
-            requirements=env.requirements(),
-            serialization=serialization,
-            forced=options.serialization is not None,
-            signature=options.signature,
-            input_example=options.input_example,
-            by_value_modules=sorted(capture.local_modules(refs.modules)),
-            trusted_types=refs.types,
+        tags.update(
+            _save_model(
+                model,
+                staging / _outbox.MODEL_DIR,
+                flavor,
+                (env, refs),
+                options,
+                client,
+                server_down=run is None,
+            )
         )
-        tags[_outbox.SERIALIZATION_TAG] = saved.serialization
         entry = _outbox.commit(
             _outbox.Entry(
                 path=staging,
@@ -407,6 +440,8 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
                 experiment_id=run.info.experiment_id if run is not None else None,
                 owns_run=started,
                 alias_reason=f"registered by {tags[_tags.CODE_FUNCTION]}",
+                # Signed by the push, once MLflow's metadata is in the files it uploads.
+                sign_key=str(signer) if signer is not None else None,
             )
         )
         try:
@@ -527,6 +562,7 @@ def register(
     input_example: Any = None,
     client: RegistryClient | None = None,
     serialization: str | None = None,
+    sign: KeyPath | None = None,
 ) -> Callable[[Callable[P, R]], Registered[P, R]]: ...
 
 
@@ -541,6 +577,7 @@ def register(
     input_example: Any = None,
     client: RegistryClient | None = None,
     serialization: str | None = None,
+    sign: KeyPath | None = None,
 ) -> Registered[P, R] | Callable[[Callable[P, R]], Registered[P, R]]:
     """Register the model a training function returns, every time it is called.
 
@@ -565,13 +602,19 @@ def register(
             training ends (down, or a proxy hides it), the version it last reported on this
             machine decides, and cloudpickle if it never did. Other models have one format.
             The version's ``registry_sdk.serialization`` tag records what was used.
+        sign: the path of a PEM private key (elliptic curve) to sign each saved model with,
+            before it is uploaded (see :mod:`registry_sdk.signing`); default
+            ``REGISTRY_SDK_SIGNING_KEY``, read when the function is called; unsigned if neither.
+            Needs ``pip install 'registry-sdk[signing]'``.
 
     Raises:
         ValueError: an unknown flavor or serialization, ``serialization="skops"`` with an
             installed mlflow that cannot write it, or a serialization the given flavor does
-            not have; an invalid name or alias.
+            not have; an invalid name or alias; a ``sign`` key file that does not exist
+            (:class:`~registry_sdk.errors.ConfigurationError`).
     """
     from registry_sdk._flavors import check_flavor, check_serialization
+    from registry_sdk.signing import signing_key
 
     check_flavor(flavor)
     only = {
@@ -592,6 +635,7 @@ def register(
         validate_alias(alias)
     if isinstance(name, str):
         validate_model_name(name)
+    key = signing_key(sign) if sign is not None else None
 
     def decorate(fn: Callable[P, R]) -> Registered[P, R]:
         options = _Options(
@@ -604,6 +648,7 @@ def register(
             input_example=input_example,
             client=client,
             serialization=serialization,
+            sign=key,
         )
         return Registered(fn, options)
 

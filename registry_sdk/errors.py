@@ -18,6 +18,8 @@ The tree::
     ├── OfflineError                          offline mode forbids the network call that was needed
     ├── CacheIntegrityError                   files that do not match their manifest or digest
     │   └── UnsafeArtifactError               a symlink, special file or path escaping a tree
+    ├── SignatureError                        a version unsigned, signed by another key, or whose
+    │                                         files do not match its signature
     └── PromotionRejectedError                one or more promotion gates failed
 
 Every error raised for a server reply carries ``status`` (HTTP status, if any), ``error_code``
@@ -59,6 +61,7 @@ __all__ = [
     "PromotionRejectedError",
     "RegistryError",
     "RegistryUnavailableError",
+    "SignatureError",
     "UnsafeArtifactError",
     "UnsupportedServerError",
     "VersionNotFoundError",
@@ -293,6 +296,14 @@ class CacheIntegrityError(RegistryError):
 
 class UnsafeArtifactError(CacheIntegrityError):
     """An artifact tree holds a symlink, a special file, or a path that would escape it."""
+
+
+class SignatureError(RegistryError):
+    """A version that must be signed is not, is signed by another key, or its files do not match.
+
+    Raised before anything of the version enters the cache or is loaded; names the version and
+    what failed (the keys tried, the files added, removed or changed).
+    """
 
 
 class PromotionRejectedError(RegistryError):

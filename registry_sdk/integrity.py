@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from registry_sdk import _digest
-from registry_sdk.errors import CacheIntegrityError
+from registry_sdk.errors import CacheIntegrityError, SignatureError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from registry_sdk.client import RefLike, RegistryClient
     from registry_sdk.entities import ModelVersion
 
@@ -38,6 +40,7 @@ class Verification:
         files: how many files the artifacts hold.
         size: their total size in bytes.
         problems: what differs (``"changed: model.pkl"``, ``"not sealed"``, ...).
+        signed_by: the public key whose signature the files matched, when keys were given.
     """
 
     ref: str
@@ -48,6 +51,7 @@ class Verification:
     files: int
     size: int
     problems: tuple[str, ...] = ()
+    signed_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -56,24 +60,45 @@ class Verification:
         return data
 
 
-def _records(client: RegistryClient, mv: ModelVersion) -> list[_digest.FileDigest]:
-    """Download ``mv``'s artifacts into a temporary directory and hash them."""
+def _records(
+    client: RegistryClient, mv: ModelVersion, keys: Sequence[Path] = ()
+) -> tuple[list[_digest.FileDigest], str | None, str | None]:
+    """Download ``mv``'s artifacts into a temporary directory and hash them.
+
+    With ``keys``, also check them against the version's signature: (records, the key that
+    signed them or None, why not).
+    """
     from registry_sdk._download import download
 
     uri = client.backend.get_download_uri(mv.name, mv.version)
     with tempfile.TemporaryDirectory(prefix="registry-sdk-verify-") as tmp:
         dest = Path(tmp) / "artifacts"
         download(uri, dest, backend=client.backend, settings=client.settings, label=mv.ref)
-        return _digest.tree_records(dest)
+        records = _digest.tree_records(dest)
+        if not keys:
+            return records, None, None
+        from registry_sdk import signing
+
+        try:
+            signer = signing.verify_model(dest, keys, label=mv.ref, tags=mv.tags)
+        except SignatureError as exc:
+            return records, None, str(exc)
+        return records, str(signer), None
 
 
-def verify(client: RegistryClient, ref: RefLike) -> Verification:
-    """Compare a version's artifacts in the store with the digest it records (nothing cached)."""
+def verify(client: RegistryClient, ref: RefLike, *, keys: Sequence[Path] = ()) -> Verification:
+    """Compare a version's artifacts in the store with the digest it records (nothing cached).
+
+    With ``keys`` (public key files), the artifacts must also match the version's signature by
+    one of them; a failure is one of the ``problems``.
+    """
     mv = client.resolve(ref)
-    records = _records(client, mv)
+    records, signer, unsigned = _records(client, mv, keys)
     actual = _digest.tree_digest(records)
     expected = mv.tags.get(_digest.DIGEST_TAG) or None
     problems: list[str] = []
+    if unsigned is not None:
+        problems.append(unsigned)
     if expected is None:
         problems.append(f"not sealed: the version records no {_digest.DIGEST_TAG}")
     elif expected.strip().lower() != actual:
@@ -87,6 +112,7 @@ def verify(client: RegistryClient, ref: RefLike) -> Verification:
         files=len(records),
         size=sum(r.size for r in records),
         problems=tuple(problems),
+        signed_by=signer,
     )
 
 
@@ -103,7 +129,7 @@ def seal(client: RegistryClient, ref: RefLike, *, force: bool = False) -> Verifi
             ``force``); names what changed.
     """
     mv = client.resolve(ref)
-    records = _records(client, mv)
+    records, _, _ = _records(client, mv)
     tags = _digest.digest_tags(records)
     current = mv.tags.get(_digest.DIGEST_TAG)
     if current and current.strip().lower() == tags[_digest.DIGEST_TAG]:

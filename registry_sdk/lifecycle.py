@@ -42,6 +42,7 @@ from registry_sdk.errors import (
     NotFoundError,
     PromotionRejectedError,
     RegistryError,
+    SignatureError,
 )
 from registry_sdk.refs import MAX_NAME_LENGTH, ModelRef, validate_alias
 
@@ -340,6 +341,10 @@ def _number(value: float | None) -> str:
     return short if float(short) == value else repr(value)
 
 
+#: The gate that requires a signed version (see :mod:`registry_sdk.signing`).
+SIGNED = "signed"
+
+
 def parse_gate(text: str) -> Gate:
     """Parse ``"accuracy >= 0.9"`` or ``"accuracy >= @prod"``.
 
@@ -389,6 +394,9 @@ def check_gates(
     results: list[tuple[str, bool, str]] = []
     metrics: dict[str, float] | None = None
     for raw in gates:
+        if isinstance(raw, str) and raw.strip() == SIGNED:
+            results.append((SIGNED, *_signed(client, mv)))
+            continue
         if callable(raw) and not isinstance(raw, Gate):
             outcome = raw(mv)
             passed, detail = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
@@ -428,6 +436,29 @@ def check_gates(
             )
         results.append((str(gate), passed, detail))
     return results
+
+
+def _signed(client: RegistryClient, mv: ModelVersion) -> tuple[bool, str]:
+    """The ``signed`` gate: the version carries a signature; verified where keys are set.
+
+    With ``REGISTRY_SDK_VERIFY_KEY`` naming public keys, the version's files are fetched (into
+    the cache) and checked against the signature, which must be by one of them.
+    """
+    from registry_sdk import signing
+
+    if not mv.tags.get(signing.SIGNATURE_TAG):
+        return False, f"{mv.ref} is not signed (no {signing.SIGNATURE_TAG} tag)"
+    keys = signing.verify_keys()
+    if not keys:
+        return True, (
+            f"{mv.ref} carries a signature (not verified: set {signing.VERIFY_KEY_ENV} to the "
+            "public keys it must be by)"
+        )
+    try:
+        client.pull(mv.ref, verify=keys)
+    except SignatureError as exc:
+        return False, str(exc)
+    return True, f"{mv.ref} is signed by one of {', '.join(str(k) for k in keys)} and verified"
 
 
 def _missing_alias(

@@ -60,18 +60,20 @@ from registry_sdk.errors import (
     OfflineError,
     RegistryError,
     RegistryUnavailableError,
+    SignatureError,
     from_mlflow_exception,
 )
 from registry_sdk.refs import ModelRef, RefKind, parse_ref
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from typing_extensions import Self
 
     from registry_sdk.client import RegistryClient
     from registry_sdk.entities import ModelVersion
+    from registry_sdk.signing import KeyPath
 
 __all__ = ["LoadedModel", "StaleAliasWarning", "Watch", "load_model", "pull", "watch"]
 
@@ -284,12 +286,14 @@ def _ensure_cached(
     ref: ModelRef,
     version: int,
     fresh: ModelVersion | None = None,
+    keys: Sequence[Path] = (),
 ) -> CachedVersion:
     """The cached, checked entry of ``ref.name/version``: filled or repaired when needed.
 
     ``fresh`` is the version as the registry described it just now, if it did: the entry
     must be of that very version (not of a deleted one with the same number) and match the
-    digest it records.
+    digest it records. ``keys``: public keys one of which must have signed the version
+    (checked before a download enters the cache, and once for an entry cached without).
     """
     offline = client.settings.offline
     label = f"{ref.name}/{version}"
@@ -299,12 +303,12 @@ def _ensure_cached(
         if offline:
             raise
         logger.warning("%s; fetching %s again", exc, label)
-        return _fill(client, cache, ref.name, version, replace=True, fresh=fresh)
+        return _fill(client, cache, ref.name, version, replace=True, fresh=fresh, keys=keys)
     if entry is None:
         if offline:
             msg = f"offline mode: {label} is not in the cache at {cache.base}"
             raise OfflineError(msg)
-        return _fill(client, cache, ref.name, version, fresh=fresh)
+        return _fill(client, cache, ref.name, version, fresh=fresh, keys=keys)
     bad, moved = entry.check_detail()
     if bad:
         if offline:
@@ -314,7 +318,7 @@ def _ensure_cached(
             )
             raise CacheIntegrityError(msg)
         logger.warning("cached files of %s are corrupt (%s); fetching again", label, bad)
-        return _fill(client, cache, ref.name, version, replace=True, fresh=fresh)
+        return _fill(client, cache, ref.name, version, replace=True, fresh=fresh, keys=keys)
     if moved:
         # Copied or touched, content unchanged (hashed just now): remember the new stat
         # fields so that the next load does not hash the files again.
@@ -323,13 +327,47 @@ def _ensure_cached(
             cache, entry, attrs.evolve(entry, files={**entry.files, **files}), files=files
         )
     if fresh is not None:
-        entry = _check_fresh(client, cache, entry, fresh)
+        entry = _check_fresh(client, cache, entry, fresh, keys)
     _require_digest(client, entry.version if fresh is None else fresh, entry)
+    if keys:
+        entry = _require_signature(client, cache, entry, keys, fresh or entry.version)
     return entry
 
 
+def _require_signature(
+    client: RegistryClient,
+    cache: ModelCache,
+    entry: CachedVersion,
+    keys: Sequence[Path],
+    mv: ModelVersion,
+) -> CachedVersion:
+    """An entry signed by one of ``keys``: verified once, then recorded in its manifest.
+
+    An entry cached without that check which fails it (it was cached before the version was
+    signed, say) is evicted and fetched again, checked before it enters the cache; offline,
+    or should that fail too, the cache keeps nothing of the version.
+    """
+    from registry_sdk import signing
+
+    if {signing.key_file_id(key) for key in keys} & set(entry.signed_by):
+        return entry
+    try:
+        signer = signing.verify_model(entry.artifacts, keys, label=mv.ref, tags=mv.tags)
+    except SignatureError:
+        cache.evict(mv.name, mv.version)
+        if client.settings.offline:
+            raise
+        return _fill(client, cache, mv.name, mv.version, replace=True, keys=keys)
+    recorded = (signing.key_file_id(signer),)
+    return _rewrite(cache, entry, attrs.evolve(entry, signed_by=recorded), signed_by=recorded)
+
+
 def _check_fresh(
-    client: RegistryClient, cache: ModelCache, entry: CachedVersion, fresh: ModelVersion
+    client: RegistryClient,
+    cache: ModelCache,
+    entry: CachedVersion,
+    fresh: ModelVersion,
+    keys: Sequence[Path] = (),
 ) -> CachedVersion:
     """Compare a cached entry with what the registry says of its version now."""
     name, version = fresh.name, fresh.version
@@ -339,14 +377,14 @@ def _check_fresh(
             "re-created, or the version replaced); fetching the current one",
             fresh.ref,
         )
-        return _fill(client, cache, name, version, replace=True, fresh=fresh)
+        return _fill(client, cache, name, version, replace=True, fresh=fresh, keys=keys)
     expected = fresh.tags.get(_digest.DIGEST_TAG, "").strip().lower()
     if expected and expected != entry.digest:
         logger.warning(
             "the digest recorded on %s changed since it was cached; fetching and verifying it",
             fresh.ref,
         )
-        return _fill(client, cache, name, version, replace=True, fresh=fresh)
+        return _fill(client, cache, name, version, replace=True, fresh=fresh, keys=keys)
     if expected and not entry.digest_verified:  # sealed after it was cached: same files
         verified = attrs.evolve(entry, version=fresh, digest_verified=True)
         return _rewrite(cache, entry, verified, version=fresh, digest_verified=True)
@@ -387,8 +425,9 @@ def _fill(
     *,
     replace: bool = False,
     fresh: ModelVersion | None = None,
+    keys: Sequence[Path] = (),
 ) -> CachedVersion:
-    """Download ``name/version`` into the cache.
+    """Download ``name/version`` into the cache, checking its signature first if ``keys``.
 
     ``fresh``, if given, is that version as the registry described it just now: not asked again.
     """
@@ -414,9 +453,25 @@ def _fill(
             resume=resume_key is not None,
         ),
         verify=lambda records: _digest.check(records, mv.tags, label=mv.ref),
+        inspect=_signature_check(mv, keys),
         replace=replace,
         resume_key=resume_key,
     )
+
+
+def _signature_check(
+    mv: ModelVersion, keys: Sequence[Path]
+) -> Callable[[Path], Sequence[str]] | None:
+    """What checks a download of ``mv`` against its signature by one of ``keys`` (if any)."""
+    if not keys:
+        return None
+    from registry_sdk import signing
+
+    def check(artifacts: Path) -> Sequence[str]:
+        signer = signing.verify_model(artifacts, keys, label=mv.ref, tags=mv.tags)
+        return (signing.key_file_id(signer),)
+
+    return check
 
 
 # ================================================================================ fast form
@@ -655,27 +710,40 @@ def _load_native(path: Path, flavors: dict[str, Any]) -> Any:
         return model
 
 
-def load_into(client: RegistryClient, ref: str | ModelRef, flavor: str | None) -> Any:
+def load_into(
+    client: RegistryClient,
+    ref: str | ModelRef,
+    flavor: str | None,
+    verify: KeyPath | Sequence[KeyPath] | None = None,
+) -> Any:
     """Resolve, fetch if needed, and load ``ref`` with ``client`` (see :func:`load_model`)."""
+    from registry_sdk.signing import verify_keys
+
     if flavor not in (None, "native", "pyfunc"):
         msg = f"flavor must be None or 'pyfunc' (an MLflow pyfunc) or 'native', not {flavor!r}"
         raise ValueError(msg)
     parsed = parse_ref(ref)
     cache = cache_for(client)
     version, fresh = _resolve(client, cache, parsed)
-    entry = _ensure_cached(client, cache, parsed, version, fresh)
+    entry = _ensure_cached(client, cache, parsed, version, fresh, verify_keys(verify))
     from registry_sdk.decorators import record_derived_from
 
     record_derived_from(entry.version.ref)
     return _load_entry(cache, entry, None if flavor == "pyfunc" else flavor)
 
 
-def pull_into(client: RegistryClient, ref: str | ModelRef) -> Path:
+def pull_into(
+    client: RegistryClient,
+    ref: str | ModelRef,
+    verify: KeyPath | Sequence[KeyPath] | None = None,
+) -> Path:
     """Resolve and cache ``ref``; return the local MLflow model directory."""
+    from registry_sdk.signing import verify_keys
+
     parsed = parse_ref(ref)
     cache = cache_for(client)
     version, fresh = _resolve(client, cache, parsed)
-    return _ensure_cached(client, cache, parsed, version, fresh).artifacts
+    return _ensure_cached(client, cache, parsed, version, fresh, verify_keys(verify)).artifacts
 
 
 def _default_client(offline: bool | None) -> RegistryClient:
@@ -690,6 +758,7 @@ def load_model(
     flavor: str | None = None,
     offline: bool | None = None,
     client: RegistryClient | None = None,
+    verify: KeyPath | Sequence[KeyPath] | None = None,
 ) -> Any:
     """Load a registered model: ``load_model("churn@prod")``.
 
@@ -699,22 +768,36 @@ def load_model(
             framework's own object (e.g. the scikit-learn estimator).
         offline: never touch the network (default: ``REGISTRY_SDK_OFFLINE``).
         client: the registry to use (default: ``RegistryClient()``).
+        verify: the path of a PEM public key, or several, one of which must have signed the
+            version (default: ``REGISTRY_SDK_VERIFY_KEY``, ``os.pathsep``-separated; nothing is
+            verified if neither names one). Checked before the files enter the cache, once per
+            cached version and key (see :mod:`registry_sdk.signing`).
 
     Raises:
         OfflineError: offline and the reference or version is not cached.
         RegistryUnavailableError: the registry cannot be reached and nothing usable is cached.
         CacheIntegrityError: offline and a cached file does not match its manifest.
+        SignatureError: a signature was required and the version is unsigned, signed by
+            another key, or its files do not match it; nothing of it is cached.
     """
     if client is None:
         client = _default_client(offline)
     elif offline is not None and offline != client.settings.offline:
         client = client.with_offline(offline)
-    return load_into(client, ref, flavor)
+    return load_into(client, ref, flavor, verify)
 
 
-def pull(ref: str | ModelRef, *, client: RegistryClient | None = None) -> Path:
-    """Fetch a model version into the cache (e.g. at image build time) and return its path."""
-    return pull_into(client or _default_client(None), ref)
+def pull(
+    ref: str | ModelRef,
+    *,
+    client: RegistryClient | None = None,
+    verify: KeyPath | Sequence[KeyPath] | None = None,
+) -> Path:
+    """Fetch a model version into the cache (e.g. at image build time) and return its path.
+
+    ``verify``: as for :func:`load_model`.
+    """
+    return pull_into(client or _default_client(None), ref, verify)
 
 
 # ================================================================================ watch
@@ -735,7 +818,10 @@ class Watch:
         interval: float = 60.0,
         flavor: str | None = None,
         client: RegistryClient | None = None,
+        verify: KeyPath | Sequence[KeyPath] | None = None,
     ) -> None:
+        from registry_sdk.signing import verify_keys
+
         if interval <= 0:
             msg = f"interval must be a positive number of seconds, got {interval}"
             raise ValueError(msg)
@@ -743,10 +829,12 @@ class Watch:
         self.interval = interval
         self._flavor = flavor
         self._client = client or _default_client(None)
+        #: Every version swapped in must be signed by one of these (none: not checked).
+        self._keys = verify_keys(verify)
         self._callbacks: list[Callable[[int, int], None]] = []
         self._lock = threading.Lock()  # one poll at a time: a move is swapped in once
         self._stop = threading.Event()
-        self._model = load_into(self._client, self.ref, flavor)
+        self._model = load_into(self._client, self.ref, flavor, self._keys)
         self._version = self._current_version()
         self.errors = 0
         self._thread = threading.Thread(target=self._run, name=f"watch {self.ref}", daemon=True)
@@ -797,7 +885,7 @@ class Watch:
             version, fresh = _resolve(self._client, cache, self.ref, stale_ok=False)
             if version == self._version:
                 return False
-            entry = _ensure_cached(self._client, cache, self.ref, version, fresh)
+            entry = _ensure_cached(self._client, cache, self.ref, version, fresh, self._keys)
             model = _load_entry(cache, entry, self._flavor)
             old, self._model, self._version = self._version, model, version
         for callback in list(self._callbacks):
@@ -839,6 +927,11 @@ def watch(
     interval: float = 60.0,
     flavor: str | None = None,
     client: RegistryClient | None = None,
+    verify: KeyPath | Sequence[KeyPath] | None = None,
 ) -> Watch:
-    """Serve ``ref`` and follow it as its alias moves; see :class:`Watch`."""
-    return Watch(ref, interval=interval, flavor=flavor, client=client)
+    """Serve ``ref`` and follow it as its alias moves; see :class:`Watch`.
+
+    ``verify``: as for :func:`load_model`; a new version that fails it is not swapped in (the
+    poll raises :class:`~registry_sdk.errors.SignatureError` and the watch keeps serving).
+    """
+    return Watch(ref, interval=interval, flavor=flavor, client=client, verify=verify)

@@ -58,6 +58,7 @@ for command in (
     cache.cache,
     integrity.verify,
     integrity.seal,
+    integrity.sign,
     webhooks.webhook,
     serve.serve,
     transfer.export_cmd,

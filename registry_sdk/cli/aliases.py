@@ -65,7 +65,8 @@ _require = click.option(
     "--require",
     "gates",
     multiple=True,
-    help="A gate such as 'accuracy >= 0.9' or 'accuracy >= @prod'; repeatable.",
+    help="A gate such as 'accuracy >= 0.9', 'accuracy >= @prod', or 'signed' (the version "
+    "carries a signature, verified against REGISTRY_SDK_VERIFY_KEY where set); repeatable.",
 )
 _allow_missing = click.option(
     "--allow-missing",

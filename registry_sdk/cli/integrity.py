@@ -1,4 +1,4 @@
-"""``registry verify`` and ``registry seal``: a version's artifacts against its recorded digest."""
+"""``registry verify`` and ``registry seal``: artifacts against their digest and signature."""
 
 from __future__ import annotations
 
@@ -18,20 +18,31 @@ def _report(result: object, as_json: bool) -> None:
     click.echo(f"{result.ref}: {state} ({result.files} files, {result.size} bytes)")
     click.echo(f"  recorded digest: {result.expected or '-'}")
     click.echo(f"  digest in store: {result.actual}")
+    if result.signed_by is not None:
+        click.echo(f"  signed by: {result.signed_by}")
     for problem in result.problems:
         click.echo(f"  {problem}")
 
 
 @click.command()
 @click.argument("ref")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A PEM public key the version must be signed by (one of them, if repeated).",
+)
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, ref: str, as_json: bool) -> None:
+def verify(ctx: click.Context, ref: str, keys: tuple[str, ...], as_json: bool) -> None:
     """Check REF's artifacts in the store against the digest it records, without loading it.
 
-    Exits 1 when they differ or the version is not sealed (for CI), 0 when they match.
+    With --key, they must also match the version's signature by one of the keys. Exits 1 when
+    anything differs, the version is not sealed, or (with --key) not signed by them (for CI);
+    0 when all holds.
     """
-    result = make_client(ctx).verify(ref)
+    result = make_client(ctx).verify(ref, keys=keys or None)
     _report(result, as_json)
     if not result.ok:
         ctx.exit(EXIT_GATE_FAILED)
@@ -51,3 +62,28 @@ def seal(ctx: click.Context, ref: str, force: bool, as_json: bool) -> None:
     refused (exit 6) unless --force.
     """
     _report(make_client(ctx).seal(ref, force=force), as_json)
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The PEM private key (elliptic curve) to sign with.",
+)
+@json_option
+@click.pass_context
+def sign(ctx: click.Context, ref: str, key: str, as_json: bool) -> None:
+    """Sign REF's files with KEY and store the signature beside them (needs registry-sdk[signing]).
+
+    For a version registered unsigned (by vanilla MLflow, or before a review). Loads that require
+    a signature (--key of `registry verify`, REGISTRY_SDK_VERIFY_KEY) then accept it.
+    """
+    from registry_sdk.signing import SIGNATURE_TAG
+
+    mv = make_client(ctx).sign(ref, key=key)
+    if as_json:
+        echo_json({"ref": mv.ref, "signed": True, "bundle_sha256": mv.tags.get(SIGNATURE_TAG)})
+    else:
+        click.echo(f"{mv.ref}: signed ({SIGNATURE_TAG} {mv.tags.get(SIGNATURE_TAG)})")

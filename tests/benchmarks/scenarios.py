@@ -430,6 +430,66 @@ def _flavor_scenarios(repeat: int) -> list[Scenario]:
     ]
 
 
+# ------------------------------------------------------------------------------ signing
+
+
+def _signing_scenarios(repeat: int) -> list[Scenario]:
+    """The cost of verifying a signature: cold (first load) and warm, vs the same load unverified.
+
+    ``signedrf@prod``, a RandomForest(200) signed at registration on the load scenarios'
+    server (``jobs/setup_signed_model.py``). Both sides are registry_sdk: with
+    ``verify=signing.pub`` and without.
+    """
+
+    def setup(workdir: Path) -> None:
+        uri = _RfServer.uri(workdir)
+        (workdir / "uri").write_text(uri)
+        subprocess.run(
+            [PY, str(JOBS / "setup_signed_model.py"), uri],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=workdir,
+            env={**os.environ, **source_env()},
+        )
+
+    def load(cache: str, verify: str | None, *, fresh: bool) -> list[str]:
+        clear = f"import shutil; shutil.rmtree({cache!r}, ignore_errors=True); " if fresh else ""
+        key = repr(verify)
+        code = (
+            f"{clear}import os, registry_sdk as rs; {_X}; "
+            f"folder = os.path.abspath({cache!r}); "
+            "client = rs.RegistryClient(open('uri').read(), cache_dir=folder); "
+            f"rs.load_model('signedrf@prod', client=client, verify={key}).predict(X)"
+        )
+        return [PY, "-c", code]
+
+    return [
+        Scenario(
+            name="verify_signature_cold",
+            description="fresh process, empty cache: load_model('signedrf@prod', "
+            "verify=signing.pub) + predict vs the same load without verify",
+            ours=load("cold-verified", "signing.pub", fresh=True),
+            baseline=load("cold-plain", None, fresh=True),
+            target_ratio=1.5,
+            repeat=max(3, repeat // 3),
+            warmup=1,
+            setup=setup,
+        ),
+        Scenario(
+            name="verify_signature_warm",
+            description="fresh process, warm cache (verified once): load_model('signedrf@prod', "
+            "verify=signing.pub) + predict vs the same load without verify",
+            ours=load("warm-verified", "signing.pub", fresh=False),
+            baseline=load("warm-plain", None, fresh=False),
+            target_ratio=1.05,
+            repeat=repeat,
+            warmup=1,
+            setup=setup,
+        ),
+    ]
+
+
 # ------------------------------------------------------------------------------ big transfers
 
 Store = Literal["local", "s3"]
@@ -645,6 +705,7 @@ def all_scenarios(repeat: int) -> list[Scenario]:
         register_scenario(repeat),
         *_load_scenarios(repeat),
         *_flavor_scenarios(repeat),
+        *_signing_scenarios(repeat),
         *_outage_scenarios(repeat),
         *_big_scenarios(repeat),
     ]
