@@ -727,18 +727,26 @@ class RegistryClient:
 
         return transfer.export(self, names, Path(to))
 
-    def import_(self, path: str | os.PathLike[str], *, move_aliases: bool = False) -> ImportReport:
+    def import_(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        move_aliases: bool = False,
+        verify: KeyPath | Sequence[KeyPath] | None = None,
+    ) -> ImportReport:
         """Recreate an export here, verifying checksums first; safe to run again.
 
         An alias that exists here and would move to an imported version is refused
         (:class:`~registry_sdk.transfer.ImportConflictError`, nothing created) unless
-        ``move_aliases``.
+        ``move_aliases``. ``verify`` (default ``REGISTRY_SDK_VERIFY_KEY``): public keys one of
+        which must have signed every version of the export, checked before anything is
+        created (:class:`~registry_sdk.errors.SignatureError` otherwise).
         """
         from pathlib import Path
 
         from registry_sdk import transfer
 
-        return transfer.import_(self, Path(path), move_aliases=move_aliases)
+        return transfer.import_(self, Path(path), move_aliases=move_aliases, verify=verify)
 
     def copy(
         self,

@@ -80,6 +80,7 @@ if TYPE_CHECKING:
 
     from registry_sdk.client import RegistryClient
     from registry_sdk.entities import RegisteredModel
+    from registry_sdk.signing import KeyPath
 
 __all__ = [
     "ExportIntegrityError",
@@ -790,6 +791,7 @@ def import_(
     *,
     rename: dict[str, str] | None = None,
     move_aliases: bool = False,
+    verify: KeyPath | Sequence[KeyPath] | None = None,
 ) -> ImportReport:
     """Recreate an export in ``client``'s registry; see the module docstring.
 
@@ -799,15 +801,27 @@ def import_(
         rename: source model name -> name in the target.
         move_aliases: move aliases the target already has to the imported versions (logged in
             the alias history) instead of refusing the import.
+        verify: public keys one of which must have signed each version (default
+            ``REGISTRY_SDK_VERIFY_KEY``; none: not checked), before anything is created.
 
     Raises:
         ExportIntegrityError: the export is damaged, unsafe or not in the format (names the
             path); nothing was created.
         ImportConflictError: aliases in the target would move and ``move_aliases`` is false;
             nothing was created.
+        SignatureError: a signature was required and a version is unsigned, signed by another
+            key, or its files do not match it; nothing was created.
     """
+    from registry_sdk import signing
+
     path = Path(path)
     bundle = _read_bundle(path)
+    keys = signing.verify_keys(verify)
+    for model in bundle.models if keys else ():
+        for version in model.versions:
+            label = f"{model.name}/{version.info.version} in {path}"
+            artifacts = path / version.rel / "artifacts"
+            signing.verify_model(artifacts, keys, label=label, tags=version.info.tags)
     client.backend.open_for_writes()  # an import into the embedded default creates it
     plans = [_plan(client, model, rename or {}) for model in bundle.models]
     conflicts = [c for plan in plans for c in plan.conflicts]

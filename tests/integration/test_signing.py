@@ -327,3 +327,24 @@ def test_registry_sign_then_verify_a_version_registered_unsigned(production, key
     # The trainer's cache held the version from before it was signed: fetched again, verified.
     model = client.load_model(mv.ref, verify=public)
     assert model.predict(X).tolist() == Scaled(2.0).predict(X).tolist()
+
+
+def test_an_import_requires_every_version_signed_before_it_creates_anything(
+    production, keys, tmp_path
+):
+    private, public = keys["a"]
+    client, mv = _register(production, tmp_path, private)
+    exported = client.export([mv.name], to=tmp_path / "export")
+    target = rs.RegistryClient(
+        f"sqlite:///{tmp_path / 'target.db'}", cache_dir=tmp_path / "target-cache"
+    )
+
+    with pytest.raises(rs.SignatureError, match="no valid signature"):
+        target.import_(exported, verify=keys["b"][1])
+    assert [m.name for m in target.search_models()] == []
+
+    report = target.import_(exported, verify=public)
+    assert report.created == {mv.ref: mv.ref}
+    # Imported with its bundle and tag: it loads verified from the new registry.
+    model = target.load_model(f"{mv.name}@prod", verify=public)
+    assert model.predict(X).tolist() == Scaled(2.0).predict(X).tolist()
