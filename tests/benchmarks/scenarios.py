@@ -84,24 +84,30 @@ def register_scenario(repeat: int) -> Scenario:
     )
 
 
-class _RfServer:
-    """An mlflow server on loopback with rf@prod registered by plain MLflow; one per run."""
+class _LazyServer:
+    """An mlflow server on loopback over SQLite, started when first needed; one per run.
 
+    ``seed``: a job run once against it (with its URI) when it starts.
+    """
+
+    name = "server"
+    seed: str | None = None
     server: MlflowServer | None = None
 
     @classmethod
     def uri(cls, workdir: Path) -> str:
         if cls.server is None:
-            root = workdir.parent / "rf-server"
+            root = workdir.parent / f"{cls.name}-server"
             root.mkdir(parents=True, exist_ok=True)
-            server = MlflowServer("rf", f"sqlite:///{root / 'mlflow.db'}", root)
+            server = MlflowServer(cls.name, f"sqlite:///{root / 'mlflow.db'}", root)
             cls.server = server.start()
-            subprocess.run(
-                [PY, str(JOBS / "setup_rf_server.py"), server.uri],
-                check=True,
-                capture_output=True,
-                cwd=root,
-            )
+            if cls.seed is not None:
+                subprocess.run(
+                    [PY, str(JOBS / cls.seed), server.uri],
+                    check=True,
+                    capture_output=True,
+                    cwd=root,
+                )
         return cls.server.uri
 
     @classmethod
@@ -109,6 +115,13 @@ class _RfServer:
         if cls.server is not None:
             cls.server.stop()
             cls.server = None
+
+
+class _RfServer(_LazyServer):
+    """The load scenarios' server, with rf@prod registered by plain MLflow."""
+
+    name = "rf"
+    seed = "setup_rf_server.py"
 
 
 class _RfProxy:
@@ -323,28 +336,10 @@ def _reuse_outage_setup(workdir: Path) -> None:
 # ------------------------------------------------------------------------------ flavors
 
 
-class _FlavorServer:
-    """An mlflow server on loopback for the flavor scenarios, started when first needed.
+class _FlavorServer(_LazyServer):
+    """The flavor scenarios' server; each registers its own model (``setup_flavor_models.py``)."""
 
-    One per run; each scenario registers its own model on it (``jobs/setup_flavor_models.py``).
-    """
-
-    server: MlflowServer | None = None
-
-    @classmethod
-    def uri(cls, workdir: Path) -> str:
-        if cls.server is None:
-            root = workdir.parent / "flavor-server"
-            root.mkdir(parents=True, exist_ok=True)
-            server = MlflowServer("flavors", f"sqlite:///{root / 'mlflow.db'}", root)
-            cls.server = server.start()
-        return cls.server.uri
-
-    @classmethod
-    def stop(cls, _workdir: Path) -> None:
-        if cls.server is not None:
-            cls.server.stop()
-            cls.server = None
+    name = "flavors"
 
 
 #: No Hugging Face hub: the pipeline is built from a local vocabulary and random weights.

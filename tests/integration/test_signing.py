@@ -25,8 +25,7 @@ import registry_sdk as rs
 from registry_sdk import signing
 
 pytest.importorskip("model_signing")
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from tests.signing_keys import key_pair
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,29 +46,11 @@ class Scaled:
         return np.asarray(data, dtype=np.float64).sum(axis=1) * self.factor
 
 
-def _key_pair(folder: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     """Two key pairs: the pipeline's (``a``) and someone else's (``b``)."""
     folder = tmp_path_factory.mktemp("keys")
-    return {"a": _key_pair(folder, "a"), "b": _key_pair(folder, "b")}
+    return {"a": key_pair(folder, "a"), "b": key_pair(folder, "b")}
 
 
 def _register(production, tmp_path: Path, sign: Path | None, factor: float = 2.0):
@@ -279,31 +260,20 @@ def test_the_signed_gate_refuses_unsigned_versions_and_passes_signed_ones(
     assert report["passed"] is False
     assert "is not signed" in report["gates"][0]["detail"]
 
-    passed = _cli(production, tmp_path, "check", signed.ref, "--require", "signed")
+    def gate(key: Path | None):
+        env = {} if key is None else {signing.VERIFY_KEY_ENV: str(key)}
+        return _cli(production, tmp_path, "check", signed.ref, "--require", "signed", **env)
+
+    passed = gate(None)
     assert passed.exit_code == 0, passed.output
     assert "not verified" in passed.output  # no keys given: the tag only
     # With keys set, the gate verifies the files against them.
-    verified = _cli(
-        production,
-        tmp_path,
-        "check",
-        signed.ref,
-        "--require",
-        "signed",
-        **{signing.VERIFY_KEY_ENV: str(public)},
-    )
+    verified = gate(public)
     assert verified.exit_code == 0, verified.output
-    assert "verified" in verified.output
-    other = _cli(
-        production,
-        tmp_path,
-        "check",
-        signed.ref,
-        "--require",
-        "signed",
-        **{signing.VERIFY_KEY_ENV: str(keys["b"][1])},
-    )
+    assert "and verified" in verified.output
+    other = gate(keys["b"][1])
     assert other.exit_code == 1, other.output
+    assert "no valid signature" in other.output
 
 
 def test_registry_sign_then_verify_a_version_registered_unsigned(production, keys, tmp_path):

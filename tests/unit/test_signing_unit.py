@@ -11,26 +11,7 @@ from registry_sdk._digest import IGNORED
 from registry_sdk.errors import ConfigurationError, SignatureError
 
 pytest.importorskip("model_signing")
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-
-def _pair(folder, name):
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+from tests.signing_keys import key_pair
 
 
 @pytest.fixture
@@ -39,7 +20,7 @@ def signed(tmp_path):
     (model / "data").mkdir(parents=True)
     (model / "MLmodel").write_text("flavors: {}\n")
     (model / "data" / "weights.bin").write_bytes(bytes(range(256)) * 64)
-    private, public = _pair(tmp_path, "a")
+    private, public = key_pair(tmp_path, "a")
     digest = signing.sign_model(model, private)
     return model, public, {signing.SIGNATURE_TAG: digest}, tmp_path
 
@@ -80,7 +61,7 @@ def test_a_symlink_in_the_model_is_refused(signed):
 
 def test_unsigned_other_key_and_edited_bundle_are_refused(signed):
     model, public, tags, tmp_path = signed
-    _, other = _pair(tmp_path, "b")
+    _, other = key_pair(tmp_path, "b")
     with pytest.raises(SignatureError, match="no valid signature"):
         signing.verify_model(model, [other], label="m/1", tags=tags)
     with pytest.raises(SignatureError, match="is not signed"):
@@ -93,7 +74,7 @@ def test_unsigned_other_key_and_edited_bundle_are_refused(signed):
 
 def test_keys_come_from_arguments_or_the_environment(monkeypatch, tmp_path, signed):
     _, public, _, _ = signed
-    _, other = _pair(tmp_path, "c")
+    _, other = key_pair(tmp_path, "c")
     monkeypatch.delenv(signing.VERIFY_KEY_ENV, raising=False)
     monkeypatch.delenv(signing.SIGNING_KEY_ENV, raising=False)
     assert signing.verify_keys() == ()
