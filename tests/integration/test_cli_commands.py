@@ -77,7 +77,9 @@ MIGRATION_KEYS = {"name", "stage", "alias", "version", "previous", "applied"}
 PULL_KEYS = {"ref", "path"}
 CACHE_KEYS = {"ref", "aliases", "files", "bytes", "fast_form", "path"}
 VERIFY_KEYS = {"ok", "corrupt", "repaired"}
-INTEGRITY_KEYS = {"ref", "ok", "sealed", "expected", "actual", "files", "size", "problems"}
+INTEGRITY_KEYS = {
+    "ref", "ok", "sealed", "expected", "actual", "files", "size", "problems", "signed_by",
+}  # fmt: skip
 WEBHOOK_KEYS = {
     "webhook_id", "name", "url", "events", "description", "status", "created_at", "updated_at",
 }  # fmt: skip
@@ -656,6 +658,7 @@ def test_verify_and_seal(reg):
     assert report["expected"] == report["actual"]
     assert report["files"] >= 2
     assert report["problems"] == []
+    assert report["signed_by"] is None  # no --key: the signature is not checked
     assert reg.ok("verify", f"{reg.seed}/1").stdout.startswith(f"{reg.seed}/1: ok (")
 
     # A version without a digest (as vanilla MLflow registers them) fails verify until sealed.
