@@ -107,6 +107,19 @@ def recorded_uri(uri: str) -> str:
     return uri
 
 
+def _recorded_paths(paths: Iterable[str]) -> tuple[str, ...]:
+    """File paths as an entry records them.
+
+    Raises:
+        TypeError: not a list of strings (a damaged ``entry.json``).
+    """
+    values = () if isinstance(paths, str) else tuple(paths)
+    if isinstance(paths, str) or not all(isinstance(v, str) for v in values):
+        msg = f"expected a list of file paths, got {paths!r:.80}"
+        raise TypeError(msg)
+    return values
+
+
 def _location(uri: str) -> tuple[str, str, str, str]:
     """What identifies a server or store: scheme, host, port and path (no credentials, query)."""
     parts = urlsplit(recorded_uri(uri))
@@ -177,8 +190,11 @@ class Entry:
     pushes: int = 0
     last_attempt_at: float | None = None
     last_error: str | None = None
-    #: The private key file the push signs the model with (see :mod:`registry_sdk.signing`).
+    #: The private key file the push signs the model with (see :mod:`registry_sdk.signing`),
+    #: and for certificate signing its certificate and the CA files embedded after it.
     sign_key: str | None = None
+    sign_certificate: str | None = None
+    sign_chain: tuple[str, ...] = attrs.field(default=(), converter=_recorded_paths)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON stored in ``entry.json``."""
@@ -608,9 +624,10 @@ def _sign(entry: Entry) -> None:
     """
     if entry.sign_key is None:
         return
-    from registry_sdk.signing import SIGNATURE_TAG, sign_model
+    from registry_sdk.signing import SIGNATURE_TAG, SigningKey, sign_model
 
-    entry.tags[SIGNATURE_TAG] = sign_model(entry.model_path, Path(entry.sign_key))
+    key = SigningKey(entry.sign_key, certificate=entry.sign_certificate, chain=entry.sign_chain)
+    entry.tags[SIGNATURE_TAG] = sign_model(entry.model_path, key)
     entry.save()
 
 

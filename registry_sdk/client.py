@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from registry_sdk.entities import Lineage, VersionDiff
     from registry_sdk.integrity import Verification
     from registry_sdk.lifecycle import AliasHistory, GateLike, MigrationStep
-    from registry_sdk.signing import KeyPath
+    from registry_sdk.signing import KeyPath, SigningKey
     from registry_sdk.transfer import ImportReport
     from registry_sdk.webhooks import Webhook, WebhookTestResult
 
@@ -738,9 +738,9 @@ class RegistryClient:
 
         An alias that exists here and would move to an imported version is refused
         (:class:`~registry_sdk.transfer.ImportConflictError`, nothing created) unless
-        ``move_aliases``. ``verify`` (default ``REGISTRY_SDK_VERIFY_KEY``): public keys one of
-        which must have signed every version of the export, checked before anything is
-        created (:class:`~registry_sdk.errors.SignatureError` otherwise).
+        ``move_aliases``. ``verify`` (default ``REGISTRY_SDK_VERIFY_KEY``): public keys or
+        CA certificates, one of which must have signed every version of the export, checked
+        before anything is created (:class:`~registry_sdk.errors.SignatureError` otherwise).
         """
         from pathlib import Path
 
@@ -778,7 +778,7 @@ class RegistryClient:
     def pull(self, ref: RefLike, *, verify: KeyPath | Sequence[KeyPath] | None = None) -> Path:
         """Fetch a version into the local cache and return its MLflow model directory.
 
-        ``verify``: public keys one of which must have signed it (see
+        ``verify``: public keys or CA certificates, one of which must have signed it (see
         :func:`registry_sdk.load_model`).
         """
         from registry_sdk.loading import pull_into
@@ -822,10 +822,12 @@ class RegistryClient:
 
         return integrity.seal(self, _as_ref(ref), force=force)
 
-    def sign(self, ref: RefLike, *, key: KeyPath) -> ModelVersion:
-        """Sign a registered version with the private key ``key``; the version as it is now.
+    def sign(self, ref: RefLike, *, key: KeyPath | SigningKey) -> ModelVersion:
+        """Sign a registered version with ``key``; the version as it is now.
 
-        See :func:`registry_sdk.signing.sign_version` (needs ``registry-sdk[signing]``).
+        ``key``: a private key's path, or a :class:`~registry_sdk.signing.SigningKey` (a key and
+        its certificate chain). See :func:`registry_sdk.signing.sign_version` (needs
+        ``registry-sdk[signing]``).
         """
         from registry_sdk import signing
 
@@ -836,8 +838,9 @@ class RegistryClient:
     ) -> Verification:
         """Check a version's artifacts in the store against its digest, without loading it.
 
-        ``keys``: public key files; the artifacts must then also match the version's signature
-        by one of them (see :mod:`registry_sdk.signing`). None: the signature is not checked.
+        ``keys``: public key or CA certificate files; the artifacts must then also match the
+        version's signature by one of them (see :mod:`registry_sdk.signing`). None: the
+        signature is not checked.
         """
         from registry_sdk import integrity
         from registry_sdk.signing import verify_keys

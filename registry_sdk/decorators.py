@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from registry_sdk.capture import References
     from registry_sdk.client import RegistryClient
     from registry_sdk.entities import Environment, ModelVersion
-    from registry_sdk.signing import KeyPath
+    from registry_sdk.signing import KeyPath, SigningKey
 
 __all__ = ["PendingRegistrationWarning", "Registered", "log_metric", "log_metrics", "register"]
 
@@ -123,8 +123,8 @@ class _Options:
     input_example: Any
     client: RegistryClient | None
     serialization: str | None = None
-    #: The private key to sign with (None: REGISTRY_SDK_SIGNING_KEY when the function is called).
-    sign: Path | None = None
+    #: What to sign with (None: REGISTRY_SDK_SIGNING_KEY when the function is called).
+    sign: SigningKey | None = None
 
 
 class Registered(Generic[P, R]):
@@ -441,7 +441,9 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
                 owns_run=started,
                 alias_reason=f"registered by {tags[_tags.CODE_FUNCTION]}",
                 # Signed by the push, once MLflow's metadata is in the files it uploads.
-                sign_key=str(signer) if signer is not None else None,
+                sign_key=str(signer.private_key) if signer else None,
+                sign_certificate=str(signer.certificate) if signer and signer.certificate else None,
+                sign_chain=tuple(str(c) for c in signer.chain) if signer else (),
             )
         )
         try:
@@ -562,7 +564,7 @@ def register(
     input_example: Any = None,
     client: RegistryClient | None = None,
     serialization: str | None = None,
-    sign: KeyPath | None = None,
+    sign: KeyPath | SigningKey | None = None,
 ) -> Callable[[Callable[P, R]], Registered[P, R]]: ...
 
 
@@ -577,7 +579,7 @@ def register(
     input_example: Any = None,
     client: RegistryClient | None = None,
     serialization: str | None = None,
-    sign: KeyPath | None = None,
+    sign: KeyPath | SigningKey | None = None,
 ) -> Registered[P, R] | Callable[[Callable[P, R]], Registered[P, R]]:
     """Register the model a training function returns, every time it is called.
 
@@ -602,15 +604,17 @@ def register(
             training ends (down, or a proxy hides it), the version it last reported on this
             machine decides, and cloudpickle if it never did. Other models have one format.
             The version's ``registry_sdk.serialization`` tag records what was used.
-        sign: the path of a PEM private key (elliptic curve) to sign each saved model with,
-            before it is uploaded (see :mod:`registry_sdk.signing`); default
-            ``REGISTRY_SDK_SIGNING_KEY``, read when the function is called; unsigned if neither.
-            Needs ``pip install 'registry-sdk[signing]'``.
+        sign: the path of a PEM private key (elliptic curve), or a
+            :class:`~registry_sdk.signing.SigningKey` (a key and its certificate chain), to
+            sign each saved model with before it is uploaded (see :mod:`registry_sdk.signing`);
+            default ``REGISTRY_SDK_SIGNING_KEY`` (and ``REGISTRY_SDK_SIGNING_CERTIFICATE``,
+            ``REGISTRY_SDK_SIGNING_CHAIN``), read when the function is called; unsigned if
+            neither. Needs ``pip install 'registry-sdk[signing]'``.
 
     Raises:
         ValueError: an unknown flavor or serialization, ``serialization="skops"`` with an
             installed mlflow that cannot write it, or a serialization the given flavor does
-            not have; an invalid name or alias; a ``sign`` key file that does not exist
+            not have; an invalid name or alias; a ``sign`` file that does not exist
             (:class:`~registry_sdk.errors.ConfigurationError`).
     """
     from registry_sdk._flavors import check_flavor, check_serialization

@@ -40,7 +40,8 @@ class Verification:
         files: how many files the artifacts hold.
         size: their total size in bytes.
         problems: what differs (``"changed: model.pkl"``, ``"not sealed"``, ...).
-        signed_by: the public key whose signature the files matched, when keys were given.
+        signed_by: the public key or CA certificate file whose signature the files matched,
+            when keys were given.
     """
 
     ref: str
@@ -89,8 +90,8 @@ def _records(
 def verify(client: RegistryClient, ref: RefLike, *, keys: Sequence[Path] = ()) -> Verification:
     """Compare a version's artifacts in the store with the digest it records (nothing cached).
 
-    With ``keys`` (public key files), the artifacts must also match the version's signature by
-    one of them; a failure is one of the ``problems``.
+    With ``keys`` (public key or CA certificate files), the artifacts must also match the
+    version's signature by one of them; a failure is one of the ``problems``.
     """
     mv = client.resolve(ref)
     records, signer, unsigned = _records(client, mv, keys)

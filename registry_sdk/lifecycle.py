@@ -441,8 +441,9 @@ def check_gates(
 def _signed(client: RegistryClient, mv: ModelVersion) -> tuple[bool, str]:
     """The ``signed`` gate: the version carries a signature; verified where keys are set.
 
-    With ``REGISTRY_SDK_VERIFY_KEY`` naming public keys, the version's files are fetched (into
-    the cache) and checked against the signature, which must be by one of them.
+    With ``REGISTRY_SDK_VERIFY_KEY`` naming public keys or CA certificates, the version's files
+    are fetched (into the cache) and checked against the signature, which must be by one of
+    them.
     """
     from registry_sdk import signing
 
@@ -452,7 +453,7 @@ def _signed(client: RegistryClient, mv: ModelVersion) -> tuple[bool, str]:
     if not keys:
         return True, (
             f"{mv.ref} carries a signature (not verified: set {signing.VERIFY_KEY_ENV} to the "
-            "public keys it must be by)"
+            "public keys or CA certificates it must be by)"
         )
     try:
         client.pull(mv.ref, verify=keys)

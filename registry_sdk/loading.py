@@ -292,8 +292,8 @@ def _ensure_cached(
 
     ``fresh`` is the version as the registry described it just now, if it did: the entry
     must be of that very version (not of a deleted one with the same number) and match the
-    digest it records. ``keys``: public keys one of which must have signed the version
-    (checked before a download enters the cache, and once for an entry cached without).
+    digest it records. ``keys``: public keys or CA certificates one of which must have signed
+    the version (checked before a download enters the cache, and once for an entry cached without).
     """
     offline = client.settings.offline
     label = f"{ref.name}/{version}"
@@ -768,10 +768,11 @@ def load_model(
             framework's own object (e.g. the scikit-learn estimator).
         offline: never touch the network (default: ``REGISTRY_SDK_OFFLINE``).
         client: the registry to use (default: ``RegistryClient()``).
-        verify: the path of a PEM public key, or several, one of which must have signed the
-            version (default: ``REGISTRY_SDK_VERIFY_KEY``, ``os.pathsep``-separated; nothing is
-            verified if neither names one). Checked before the files enter the cache, once per
-            cached version and key (see :mod:`registry_sdk.signing`).
+        verify: the path of a PEM public key or CA certificate file, or several, one of which
+            must have signed the version (default: ``REGISTRY_SDK_VERIFY_KEY``,
+            ``os.pathsep``-separated; nothing is verified if neither names one). Checked before
+            the files enter the cache, once per cached version and key (see
+            :mod:`registry_sdk.signing`).
 
     Raises:
         OfflineError: offline and the reference or version is not cached.

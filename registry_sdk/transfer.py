@@ -801,7 +801,7 @@ def import_(
         rename: source model name -> name in the target.
         move_aliases: move aliases the target already has to the imported versions (logged in
             the alias history) instead of refusing the import.
-        verify: public keys one of which must have signed each version (default
+        verify: public keys or CA certificates one of which must have signed each version (default
             ``REGISTRY_SDK_VERIFY_KEY``; none: not checked), before anything is created.
 
     Raises:

@@ -31,14 +31,18 @@ def _report(result: object, as_json: bool) -> None:
     "keys",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="A PEM public key the version must be signed by (one of them, if repeated).",
+    help=(
+        "A PEM public key, or a PEM file of CA certificates (holding the root), the version "
+        "must be signed by (one of them, if repeated)."
+    ),
 )
 @json_option
 @click.pass_context
 def verify(ctx: click.Context, ref: str, keys: tuple[str, ...], as_json: bool) -> None:
     """Check REF's artifacts in the store against the digest it records, without loading it.
 
-    With --key, they must also match the version's signature by one of the keys. Exits 1 when
+    With --key, they must also match the version's signature by one of the keys (a public key,
+    or a CA certificate file for versions signed with a certificate). Exits 1 when
     anything differs, the version is not sealed, or (with --key) not signed by them (for CI);
     0 when all holds.
     """
@@ -72,17 +76,43 @@ def seal(ctx: click.Context, ref: str, force: bool, as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="The PEM private key (elliptic curve) to sign with.",
 )
+@click.option(
+    "--certificate",
+    type=click.Path(exists=True, dir_okay=False),
+    help=(
+        "The PEM certificate of --key, issued by your CA for signing: the signature carries it, "
+        "and verifiers need only the CA's certificate."
+    ),
+)
+@click.option(
+    "--chain",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A PEM file of intermediate CA certificates to embed after --certificate (repeatable).",
+)
 @json_option
 @click.pass_context
-def sign(ctx: click.Context, ref: str, key: str, as_json: bool) -> None:
+def sign(
+    ctx: click.Context,
+    ref: str,
+    key: str,
+    certificate: str | None,
+    chain: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Sign REF's files with KEY and store the signature beside them (needs registry-sdk[signing]).
 
     For a version registered unsigned (by vanilla MLflow, or before a review). Loads that require
-    a signature (--key of `registry verify`, REGISTRY_SDK_VERIFY_KEY) then accept it.
+    a signature (--key of `registry verify`, REGISTRY_SDK_VERIFY_KEY) then accept it: the public
+    key, or with --certificate the CA's certificate.
     """
-    from registry_sdk.signing import SIGNATURE_TAG
+    from registry_sdk.signing import SIGNATURE_TAG, SigningKey
 
-    mv = make_client(ctx).sign(ref, key=key)
+    if chain and certificate is None:
+        msg = "--chain needs --certificate (the certificate of --key)"
+        raise click.UsageError(msg)
+    signer = SigningKey(key, certificate=certificate, chain=chain)
+    mv = make_client(ctx).sign(ref, key=signer)
     if as_json:
         echo_json({"ref": mv.ref, "signed": True, "bundle_sha256": mv.tags.get(SIGNATURE_TAG)})
     else:

@@ -6,7 +6,8 @@ requires a signature by a public key checks the downloaded files against it befo
 the cache; every way a version can fail that (unsigned, another key, a byte changed, a file
 added or removed, the bundle edited or swapped) raises ``SignatureError`` and leaves nothing of
 the version in the cache. Tampering is done in the S3 bucket behind the server, as someone with
-write access to the store would.
+write access to the store would. A version signed with a certificate (``SigningKey``) is
+verified with its root CA's certificate, and refused by another CA.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import pytest
 
 import registry_sdk as rs
 from registry_sdk import signing
+from registry_sdk.signing import SigningKey
 
 pytest.importorskip("model_signing")
-from tests.signing_keys import key_pair
+from tests.signing_keys import certificate_chain, key_pair
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,7 +55,17 @@ def keys(tmp_path_factory):
     return {"a": key_pair(folder, "a"), "b": key_pair(folder, "b")}
 
 
-def _register(production, tmp_path: Path, sign: Path | None, factor: float = 2.0):
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """Two CAs, each with a leaf certificate for signing: ``a`` through an intermediate."""
+    folder = tmp_path_factory.mktemp("pki")
+    return {
+        "a": certificate_chain(folder, "a", intermediate=True),
+        "b": certificate_chain(folder, "b"),
+    }
+
+
+def _register(production, tmp_path: Path, sign: Path | SigningKey | None, factor: float = 2.0):
     """A fresh model, one version @prod, signed with ``sign``; (client, version)."""
     name = f"signed-{uuid.uuid4().hex[:10]}"
     client = rs.RegistryClient(production.uri, cache_dir=tmp_path / "train-cache")
@@ -240,6 +252,8 @@ def _cli(production, tmp_path: Path, *args: str, **env: str):
         "REGISTRY_SDK_CACHE_DIR": str(tmp_path / "cli-cache"),
         signing.VERIFY_KEY_ENV: "",
         signing.SIGNING_KEY_ENV: "",
+        signing.SIGNING_CERTIFICATE_ENV: "",
+        signing.SIGNING_CHAIN_ENV: "",
         **env,
     }
     return CliRunner().invoke(
@@ -318,3 +332,57 @@ def test_an_import_requires_every_version_signed_before_it_creates_anything(
     # Imported with its bundle and tag: it loads verified from the new registry.
     model = target.load_model(f"{mv.name}@prod", verify=public)
     assert model.predict(X).tolist() == Scaled(2.0).predict(X).tolist()
+
+
+def test_a_version_signed_with_a_certificate_loads_verified_by_its_ca_in_a_fresh_process(
+    production, pki, tmp_path
+):
+    a = pki["a"]
+    _, mv = _register(production, tmp_path, SigningKey(a.key, a.certificate, a.chain))
+    assert signing.SIGNATURE_TAG in mv.tags
+
+    code = (
+        "import json, sys, numpy as np, registry_sdk as rs\n"
+        f"client = rs.RegistryClient({production.uri!r}, cache_dir=sys.argv[1])\n"
+        f"model = rs.load_model({mv.name + '@prod'!r}, client=client, verify=sys.argv[2])\n"
+        "[entry] = client.cached_versions()\n"
+        "predicted = model.predict(np.arange(12.0).reshape(4, 3)).tolist()\n"
+        "print(json.dumps([entry.signed_by, predicted]))\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "fresh-cache"), str(a.ca)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    signed_by, predicted = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert signed_by == [signing.key_file_id(a.ca)]
+    assert predicted == Scaled(2.0).predict(X).tolist()
+
+
+def test_registry_sign_with_a_certificate_then_another_ca_refuses_it_and_its_own_verifies(
+    production, pki, tmp_path
+):
+    a, b = pki["a"], pki["b"]
+    _, mv = _register(production, tmp_path, None)
+    args = ["--key", str(a.key), "--certificate", str(a.certificate), "--chain", str(a.chain[0])]
+    signed = _cli(production, tmp_path, "sign", mv.ref, *args, "--json")
+    assert signed.exit_code == 0, signed.output
+
+    loader = _loader(production, tmp_path)
+    with pytest.raises(rs.SignatureError, match=rf"{mv.ref}: no valid signature.*does not chain"):
+        loader.pull(mv.ref, verify=b.ca)
+    _nothing_cached(loader, mv)
+    # The leaf's public key is no substitute for the CA.
+    with pytest.raises(rs.SignatureError, match="signed with a certificate"):
+        loader.pull(mv.ref, verify=a.public)
+    _nothing_cached(loader, mv)
+
+    refused = _cli(production, tmp_path, "verify", mv.ref, "--key", str(b.ca), "--json")
+    assert refused.exit_code == 1, refused.output
+    verified = _cli(production, tmp_path, "verify", mv.ref, "--key", str(a.ca), "--json")
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["signed_by"] == str(a.ca)
