@@ -7,6 +7,11 @@ import sys
 
 import pytest
 
+# MLflow reports usage to the internet from every process that imports it, unless told not to;
+# tests talk to loopback only. Set before mlflow is imported; inherited by every subprocess
+# (servers, examples, fresh interpreters), which may drop MLFLOW_* variables but keep this one.
+os.environ["DO_NOT_TRACK"] = "true"
+
 
 @pytest.fixture(autouse=True)
 def _restore_mlflow_globals():

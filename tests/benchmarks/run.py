@@ -14,6 +14,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+# MLflow reports usage to the internet from every process that imports it unless told not to;
+# the benchmarks talk to loopback only (both sides alike: every process inherits this).
+os.environ["DO_NOT_TRACK"] = "true"
 
 from harness import failed_result, format_table, run_scenario, write_report
 from scenarios import PY, SOURCE, all_scenarios, cleanup, source_env
