@@ -17,7 +17,6 @@ registry's consumers can read it and cloudpickle otherwise.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 import warnings
@@ -215,13 +214,34 @@ def save(
         The format actually used and the pip requirements written, which are ``requirements``
         plus what that format needs.
     """
-    import cloudpickle
+    from registry_sdk._isolation import pickled_by_value
 
-    for name in by_value_modules:
-        module = sys.modules.get(name)
-        if module is not None:
-            cloudpickle.register_pickle_by_value(module)
+    modules = [sys.modules[name] for name in by_value_modules if name in sys.modules]
+    with pickled_by_value(modules):
+        return _save(
+            model,
+            path,
+            flavor,
+            requirements,
+            serialization,
+            forced,
+            signature,
+            input_example,
+            trusted_types,
+        )
 
+
+def _save(
+    model: object,
+    path: Path,
+    flavor: str,
+    requirements: Iterable[str],
+    serialization: str | None,
+    forced: bool,
+    signature: Any,
+    input_example: Any,
+    trusted_types: Iterable[str],
+) -> Saved:
     def reqs(kind: str) -> list[str]:
         extra = [_pin(d) for d in _FORMAT_NEEDS.get(kind, ())]
         return sorted({*requirements, *extra}, key=str.lower)
@@ -243,14 +263,14 @@ def save(
 
 def _save_pyfunc(model: object, path: Path, written: list[str], common: dict[str, Any]) -> Saved:
     """Any other object, as a cloudpickled pyfunc that calls its ``predict`` (or itself)."""
-    import cloudpickle
     import mlflow.pyfunc
 
     from registry_sdk import _pyfunc_model
+    from registry_sdk._isolation import pickled_by_value
 
-    # By value: the saved model must load where registry_sdk is not installed.
-    cloudpickle.register_pickle_by_value(_pyfunc_model)
-    with _quiet("mlflow.pyfunc"):  # its cloudpickle advice is about untrusted models, not ours
+    # By value: the saved model must load where registry_sdk is not installed. Quiet: MLflow's
+    # cloudpickle advice is about untrusted models, not ours.
+    with pickled_by_value([_pyfunc_model]), _quiet("mlflow.pyfunc"):
         mlflow.pyfunc.save_model(
             str(path),
             python_model=_pyfunc_model.CallablePredictor(model),
@@ -405,15 +425,11 @@ def _noop() -> Iterator[None]:
     yield
 
 
-@contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    log = logging.getLogger(logger_name)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+def _quiet(logger_name: str) -> Any:
+    """MLflow's advice on ``logger_name`` dropped for this thread's call (see _isolation)."""
+    from registry_sdk._isolation import quiet_logger
+
+    return quiet_logger(logger_name)
 
 
 def _pin(distribution: str) -> str:

@@ -44,7 +44,6 @@ import shutil
 import time
 import uuid
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -64,7 +63,7 @@ from registry_sdk.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Mapping
 
     from registry_sdk._capabilities import Capabilities
     from registry_sdk.client import RegistryClient
@@ -502,24 +501,6 @@ def tracking_unreachable(client: RegistryClient) -> RegistryUnavailableError | N
     return None
 
 
-@contextmanager
-def bounded_mlflow_http(timeout: float, max_retries: int) -> Iterator[None]:
-    """Bound MLflow's own HTTP retries by our settings unless the user set them explicitly."""
-    wanted = {
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, timeout))),
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    }
-    added = [k for k in wanted if k not in os.environ]
-    for key in added:
-        os.environ[key] = wanted[key]
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
 def _finish_model_file(entry: Entry, artifact_location: str | None) -> Any:
     """Record the run, and the logged model if any, in the saved MLmodel, as ``log_model`` would.
 
@@ -771,32 +752,31 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _push_locked(entry: Entry, client: RegistryClient) -> ModelVersion:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    from registry_sdk import _tracking
     from registry_sdk._digest import digest_tags, tree_records
     from registry_sdk.errors import from_mlflow_exception
 
-    settings = client.settings
     down = tracking_unreachable(client)
     if down is not None:
         raise down
-    tracking = mlflow.MlflowClient(tracking_uri=client.tracking_uri)
+    # Bound to the client's tracking URI, its HTTP under the client's timeouts and retries.
+    tracking = _tracking.tracking_client(client)
     try:
-        with bounded_mlflow_http(settings.timeout, settings.max_retries):
-            artifact_uri = _sync_run(tracking, entry)
-            # Asked once the server answered: no wasted request while it is down.
-            capabilities = client.capabilities()
-            _check_server(entry, client, capabilities)
-            source = _sync_model(
-                tracking,
-                entry,
-                artifact_uri,
-                tracking_uri=client.tracking_uri,
-                # The installed client needs the API too: MLflow 2's has none.
-                logged_models=capabilities.supports("logged_models")
-                and hasattr(tracking, "create_logged_model"),
-            )
+        artifact_uri = _sync_run(tracking, entry)
+        # Asked once the server answered: no wasted request while it is down.
+        capabilities = client.capabilities()
+        _check_server(entry, client, capabilities)
+        source = _sync_model(
+            tracking,
+            entry,
+            artifact_uri,
+            tracking_uri=client.tracking_uri,
+            # The installed client needs the API too: MLflow 2's has none.
+            logged_models=capabilities.supports("logged_models")
+            and hasattr(tracking, "create_logged_model"),
+        )
     except MlflowException as exc:
         if tracking_unreachable(client) is not None:
             msg = f"the tracking server at {client.tracking_uri} cannot be reached: {exc.message}"

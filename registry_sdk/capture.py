@@ -129,24 +129,24 @@ def _walk_local_modules_by_value(modules: set[str], walk: Callable[[], None]) ->
     Modules no distribution provides are pickled by value when the model is saved (see
     :func:`local_modules`), so the modules *their* code uses are needed where it loads too.
     """
-    import cloudpickle
+    import contextlib
 
-    added: list[Any] = []
-    try:
-        while True:
-            known = cloudpickle.list_registry_pickle_by_value() | {m.__name__ for m in added}
-            new = [sys.modules[m] for m in sorted(local_modules(modules) - known)]
-            if not new:
-                return
-            for module in new:
-                cloudpickle.register_pickle_by_value(module)
-                added.append(module)
-            walk()
-    except Exception:  # noqa: BLE001, S110 - best effort: the first walk found the essentials
-        pass
-    finally:
-        for module in added:
-            cloudpickle.unregister_pickle_by_value(module)
+    from registry_sdk._isolation import pickled_by_value
+
+    added: set[str] = set()
+    # Registered for this walk only, and counted: another thread saving a model may need the
+    # same modules by value at the same time (see registry_sdk._isolation).
+    with contextlib.ExitStack() as registered:
+        try:
+            while True:
+                new = [sys.modules[m] for m in sorted(local_modules(modules) - added)]
+                if not new:
+                    return
+                registered.enter_context(pickled_by_value(new))
+                added.update(m.__name__ for m in new)
+                walk()
+        except Exception:  # noqa: BLE001, S110 - best effort: the first walk found the essentials
+            pass
 
 
 def modules_of(obj: object) -> set[str]:

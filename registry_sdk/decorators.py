@@ -58,7 +58,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 logger = logging.getLogger("registry_sdk.register")
 _SCALARS = (int, float, str, bool)
-_PREFETCH_SWITCH_INTERVAL = 0.0005
 
 
 class PendingRegistrationWarning(UserWarning):
@@ -130,12 +129,9 @@ class _Options:
 class Registered(Generic[P, R]):
     """A training function wrapped by ``@register``; call it as you would the function.
 
-    Attributes:
-        last_version: the :class:`~registry_sdk.ModelVersion` registered by the last call, or
-            None if that call's model is waiting in the outbox.
+    Safe to call from many threads at once (a sweep's trials, a worker pool): each call
+    registers its own version.
     """
-
-    last_version: ModelVersion | None
 
     def __init__(self, fn: Callable[P, R], options: _Options) -> None:
         functools.update_wrapper(self, fn)
@@ -144,8 +140,23 @@ class Registered(Generic[P, R]):
         self._options = options
         self._name = options.name or fn.__name__
         validate_model_name(self._name)
-        self.last_version = None
+        self._latest: ModelVersion | None = None
+        self._per_thread = threading.local()
         self.__signature__ = inspect.signature(fn)
+
+    @property
+    def last_version(self) -> ModelVersion | None:
+        """The version the calling thread's last call registered (None: it waits in the outbox).
+
+        In a thread that has not called the function, the version of the last call made in
+        any thread.
+        """
+        return getattr(self._per_thread, "version", self._latest)
+
+    @last_version.setter
+    def last_version(self, version: ModelVersion | None) -> None:
+        self._per_thread.version = version
+        self._latest = version
 
     def __repr__(self) -> str:
         return f"<registered training function {self._fn.__qualname__} -> {self._name!r}>"
@@ -181,79 +192,59 @@ def _run_tags(provenance: Mapping[str, str]) -> dict[str, str]:
     return tags
 
 
-def _start_run(tags: Mapping[str, str]) -> Any:
-    """Start a run with ``tags`` and make it active.
-
-    Creating it through the client with tags we already hold skips MLflow's context resolution
-    (which imports GitPython and walks the repository a second time).
-    """
-    import mlflow
-    from mlflow.tracking import fluent
-
-    experiment_id = getattr(fluent, "_get_experiment_id", None)
-    if experiment_id is None:  # pragma: no cover - older or newer MLflow internals
-        return mlflow.start_run(tags=dict(tags))
-    created = mlflow.MlflowClient().create_run(experiment_id(), tags=dict(tags))
-    return mlflow.start_run(run_id=created.info.run_id)
-
-
 @contextmanager
-def _tracking(client: RegistryClient, tags: Mapping[str, str]) -> Iterator[tuple[Any, bool]]:
-    """An active MLflow run on the client's tracking server: the user's, or one we start.
+def _tracking(client: RegistryClient, tags: Mapping[str, str]) -> Iterator[tuple[Any, Any, bool]]:
+    """An MLflow run on the client's tracking server: the user's active one, or one we start.
 
-    Yields (run or None, started_here). When the tracking server cannot be reached, yields no
-    run: training still happens and the model goes to the outbox.
+    Yields (tracking client, run or None, started_here). When the tracking server cannot be
+    reached, yields no run: training still happens and the model goes to the outbox. The
+    tracking client is bound to the client's tracking URI (see :mod:`registry_sdk._tracking`);
+    nothing process-global changes.
     """
-    # Without mlflow imported, nobody started a run: no need to import it to ask.
-    fluent = sys.modules.get("mlflow")
-    active = fluent.active_run() if fluent is not None else None
-    if active is not None:
-        yield active, False
-        return
-    from registry_sdk._outbox import bounded_mlflow_http, tracking_unreachable
+    from registry_sdk import _tracking
+    from registry_sdk._outbox import tracking_unreachable
+    from registry_sdk._retry import operation
 
+    # Without mlflow imported, nobody started a run: no need to import it to ask. Imported (or
+    # being imported by another thread: the import waits for it to finish), ask it.
+    active = None
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        active = mlflow.active_run()
+    if active is not None:
+        yield _tracking.tracking_client(client), active, False
+        return
     down = tracking_unreachable(client)
     if down is not None:
         # Not worth MLflow's minute of retries: the model will wait in the outbox.
         logger.debug("training without an MLflow run: %s", down)
-        yield None, False
+        yield None, None, False
         return
-    import mlflow
-
-    # Restored afterwards; None (never set) goes back to MLflow resolving env and default.
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None  # type: ignore[no-untyped-call]
-    mlflow.set_tracking_uri(client.tracking_uri)
-
     try:
-        try:
-            with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
-                run = _start_run(tags)
-        except Exception as exc:  # noqa: BLE001 - any failure to start means "no server"
-            logger.warning(
-                "could not start an MLflow run (%s); training without one", redact(str(exc))
-            )
-            yield None, False
-            return
-        try:
-            yield run, True
-        except BaseException:
-            _end_run("FAILED", client)
-            raise
-        _end_run("FINISHED", client)
-    finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
-
-
-def _end_run(status: str, client: RegistryClient) -> None:
-    import mlflow
-
-    from registry_sdk._outbox import bounded_mlflow_http
-
+        with operation(client.settings, fallback=True):
+            tracking = _tracking.tracking_client(client)
+            # Created with the tags we already hold: MLflow's own context resolution would
+            # import GitPython and walk the repository a second time.
+            experiment = _tracking.experiment_id(client, tracking)
+            run = tracking.create_run(experiment, tags=dict(tags))
+    except Exception as exc:  # noqa: BLE001 - any failure to start means "no server"
+        logger.warning("could not start an MLflow run (%s); training without one", redact(str(exc)))
+        yield None, None, False
+        return
     try:
-        # Bounded like every other call: the server may have died during training, and
-        # MLflow's own default retries would then block the training call for minutes.
-        with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
-            mlflow.end_run(status)
+        with _tracking.activated(client, run):
+            yield tracking, run, True
+    except BaseException:
+        _end_run(tracking, run.info.run_id, "FAILED")
+        raise
+    _end_run(tracking, run.info.run_id, "FINISHED")
+
+
+def _end_run(tracking: Any, run_id: str, status: str) -> None:
+    try:
+        # Bounded like every other call: the server may have died during training.
+        tracking.set_terminated(run_id, status)
     except Exception as exc:  # noqa: BLE001 - the server may be gone; the outbox has the data
         logger.warning("could not end the MLflow run: %s", redact(str(exc)))
 
@@ -374,24 +365,19 @@ def _run_registered(wrapper: Registered[P, R], args: Any, kwargs: Any) -> R:
     key = uuid.uuid4().hex
     collector = _Collector()
 
-    with _tracking(client, _run_tags(provenance)) as (run, started):
+    with _tracking(client, _run_tags(provenance)) as (tracking, run, started):
         if run is not None and options.alias is not None:
             # The server answered: refuse an alias it cannot hold before training, not after.
             _require_aliases(client)
         if run is not None and params:
-            _log_params(params, client)
+            _log_params(tracking, run.info.run_id, params)
         token = _current.set(collector)
-        # While the imports run beside training, hand the GIL back to training quickly: its
-        # native code releases and retakes it often, and each retake waits for the switch.
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, _PREFETCH_SWITCH_INTERVAL))
         prefetch = _prefetch_saving_machinery()
         try:
             result = fn(*args, **kwargs)
         finally:
             _current.reset(token)
             prefetch.join()
-            sys.setswitchinterval(switch)
         model, returned_metrics = _split(result)
         metrics = {**collector.metrics, **{k: float(v) for k, v in returned_metrics.items()}}
 
@@ -536,14 +522,11 @@ def _prefetch_saving_machinery() -> threading.Thread:
     return thread
 
 
-def _log_params(params: Mapping[str, str], client: RegistryClient) -> None:
-    import mlflow
-
-    from registry_sdk._outbox import bounded_mlflow_http
+def _log_params(tracking: Any, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
 
     try:
-        with bounded_mlflow_http(client.settings.timeout, client.settings.max_retries):
-            mlflow.log_params(dict(params))
+        tracking.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     except Exception as exc:  # noqa: BLE001 - the outbox keeps them; push logs them later
         logger.warning(
             "could not log params now (%s); they will be logged on push", redact(str(exc))

@@ -208,11 +208,12 @@ _VERIFIER = "give the path of a PEM public key or CA certificate file"
 
 
 def _existing(raw: str, what: str, hint: str) -> Path:
+    """``raw`` as an absolute path (a push from another directory must find it too)."""
     path = Path(raw).expanduser()
     if not path.is_file():
         msg = f"the {what} {raw!r} is not a readable file; {hint}"
         raise ConfigurationError(msg)
-    return path
+    return path.absolute()
 
 
 def key_file_id(key: Path) -> str:

@@ -56,7 +56,6 @@ import re
 import stat
 import tempfile
 import time
-import warnings
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -65,6 +64,7 @@ import attrs
 from registry_sdk import _digest, _tags
 from registry_sdk._cache import _escape
 from registry_sdk._digest import FileDigest
+from registry_sdk._isolation import no_warnings
 from registry_sdk.entities import AliasEvent, ModelVersion
 from registry_sdk.errors import (
     AlreadyExistsError,
@@ -654,13 +654,13 @@ def _upload(
     client: RegistryClient, bundle: _Bundle, version: _Version, key: str
 ) -> tuple[str, str]:
     """Create (once) a run in the target holding the version's params, metrics and artifacts."""
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking.artifact_utils import get_artifact_uri
 
-    from registry_sdk import _run_artifacts
+    from registry_sdk import _run_artifacts, _tracking
 
-    tracking = mlflow.MlflowClient(tracking_uri=client.tracking_uri)
+    # Bound to the target's tracking URI, its HTTP under the client's timeouts and retries.
+    tracking = _tracking.tracking_client(client)
     run_info = version.run
     experiment_name = run_info.get("experiment_name") or IMPORT_EXPERIMENT
     experiment = tracking.get_experiment_by_name(experiment_name)
@@ -910,8 +910,7 @@ def _import_version(
     # A version found again gets the stage only if it has none: an interrupted import may have
     # made it without reaching this step, but a stage set since is the target's own.
     if mv.current_stage not in ("None", "") and new.current_stage in ("None", ""):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             client.backend.transition_stage(
                 name, new.version, mv.current_stage, archive_existing=False
             )

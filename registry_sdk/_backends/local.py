@@ -6,13 +6,15 @@ This is the only backend that imports mlflow, and it does so when it is construc
 from __future__ import annotations
 
 import threading
-import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
 
 from registry_sdk._backends.base import Page, ServerInfo, model_missing_or
 from registry_sdk._capabilities import Capabilities
 from registry_sdk._config import no_registry_configured, sqlite_path
+from registry_sdk._isolation import no_warnings
 from registry_sdk.entities import ModelVersion, RegisteredModel, RunData
 from registry_sdk.errors import (
     ConfigurationError,
@@ -248,33 +250,51 @@ class LocalBackend:
         }
         if model_id is not None:
             kwargs["model_id"] = model_id
-        with self._global_tracking_uri(source):
+        logged_id = _logged_model_id(source)
+        if logged_id is None:
             mv = self._call(
                 lambda: self._client.create_model_version(name, source, **kwargs),
                 f"create a version of {name!r}",
                 "model",
             )
-        return ModelVersion.from_mlflow(mv)
+            return ModelVersion.from_mlflow(mv)
+        # MLflow's local registry stores look a ``models:/<model id>`` source up with a bare
+        # ``MlflowClient()``, i.e. through MLflow's process-global tracking URI (a TODO in
+        # MLflow): with any other store than the global one the logged model is "not found".
+        # So the lookup is made here, with this backend's own client, the version created from
+        # the logged model's location, and its source then set to what MLflow would record.
+        logged = self._call(
+            lambda: self._client.get_logged_model(logged_id),
+            f"find the logged model {logged_id!r}",
+            "model",
+        )
+        kwargs["run_id"] = run_id or logged.source_run_id
+        mv = self._call(
+            lambda: self._client.create_model_version(name, logged.artifact_location, **kwargs),
+            f"create a version of {name!r}",
+            "model",
+        )
+        version = ModelVersion.from_mlflow(mv)
+        if self._record_source(name, version.version, source):
+            version = attrs.evolve(version, source=source, model_id=model_id or logged_id)
+        return version
 
-    @contextmanager
-    def _global_tracking_uri(self, source: str) -> Iterator[None]:
-        """Point MLflow's global tracking URI at this backend's while a version is created.
-
-        MLflow's SQL registry store looks a ``models:/<model id>`` source up with a bare
-        ``MlflowClient()``, i.e. through the global tracking URI (a TODO in MLflow), so with any
-        other registry than the global one the logged model is "not found".
-        """
-        import mlflow
-
-        if not source.startswith("models:/"):
-            yield
-            return
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None  # type: ignore[no-untyped-call]
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
+    def _record_source(self, name: str, version: int, source: str) -> bool:
+        """Set a version's ``source`` column, in a SQL store; whether that could be done."""
+        store = getattr(self._client, "_get_registry_client", lambda: None)()
+        store = getattr(store, "store", None)
+        sessions = getattr(store, "ManagedSessionMaker", None)
+        find = getattr(store, "_get_sql_model_version", None)
+        if sessions is None or find is None:
+            # A folder store: the version keeps the logged model's location as its source.
+            return False
         try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+            opened = sessions(read_only=False)  # newer MLflow: sessions read only by default
+        except TypeError:
+            opened = sessions()
+        with opened as session:
+            find(session, name, version).source = source
+        return True
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         """Fetch one version."""
@@ -385,9 +405,8 @@ class LocalBackend:
 
     def get_latest_versions(self, name: str, stages: Sequence[str]) -> list[ModelVersion]:
         """The newest version in each of ``stages`` (MLflow's deprecated stage API)."""
-        with warnings.catch_warnings():
-            # The caller issues its own, more useful DeprecationWarning.
-            warnings.simplefilter("ignore")
+        # The caller issues its own, more useful DeprecationWarning.
+        with no_warnings():
             versions = self._call(
                 lambda: self._client.get_latest_versions(name, list(stages)),
                 f"get latest versions of {name!r}",
@@ -399,8 +418,7 @@ class LocalBackend:
         self, name: str, version: int, stage: str, *, archive_existing: bool
     ) -> ModelVersion:
         """Move a version to a legacy stage (MLflow's deprecated stage API)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             mv = self._call(
                 lambda: self._client.transition_model_version_stage(
                     name, str(version), stage, archive_existing_versions=archive_existing
@@ -542,3 +560,11 @@ class LocalBackend:
 
     def close(self) -> None:
         """Nothing to release: MLflow owns its engines."""
+
+
+def _logged_model_id(source: str) -> str | None:
+    """The logged model a ``models:/<model id>`` source names; None for any other source."""
+    if not source.startswith("models:/"):
+        return None
+    rest = source[len("models:/") :].strip("/")
+    return rest if rest and "/" not in rest and "@" not in rest else None

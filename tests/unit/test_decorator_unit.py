@@ -157,15 +157,40 @@ def test_a_run_started_by_the_user_is_reused_and_left_running(client, vanilla, s
     assert runs_after - runs_before == {run.info.run_id}  # no run of our own besides the user's
 
 
-def test_a_run_we_start_is_finished_and_not_left_active(client, vanilla):
+def test_a_run_we_start_is_active_while_training_where_mlflow_points_at_the_client(
+    client, vanilla, store, monkeypatch
+):
+    uri, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # MLflow's global URI is the client's
+    inside = []
+
     @rs.register(unique("own-run"), client=client)
     def train():
-        assert mlflow.active_run() is not None  # training runs inside the run
+        inside.append(mlflow.active_run().info.run_id)  # training runs inside the run
+        mlflow.log_metric("fluent", 2.0)  # so MLflow's fluent API reaches it
+        return Scaler(1.0)
+
+    train()
+
+    assert inside == [train.last_version.run_id]
+    assert mlflow.active_run() is None
+    finished = vanilla.get_run(train.last_version.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.metrics == {"fluent": 2.0}
+
+
+def test_a_run_we_start_is_not_made_active_where_mlflow_points_elsewhere(client, vanilla):
+    # MLflow's global URI is its default, not the client's store: a fluent call inside the
+    # function would send the run's id to the wrong store, so the run is not made active.
+    @rs.register(unique("own-run-elsewhere"), client=client)
+    def train():
+        assert mlflow.active_run() is None
         return Scaler(1.0)
 
     train()
 
     assert mlflow.active_run() is None
+    assert mlflow.is_tracking_uri_set() is False
     assert vanilla.get_run(train.last_version.run_id).info.status == "FINISHED"
 
 
@@ -330,7 +355,10 @@ def test_bad_name_alias_or_flavor_raise_when_decorating(kwargs, error):
         rs.register(name, **kwargs)  # before any function is even given
 
 
-def test_when_training_raises_no_version_is_made_and_the_run_fails(client, vanilla):
+def test_when_training_raises_no_version_is_made_and_the_run_fails(
+    client, vanilla, store, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store[0])  # the run is active while training
     name = unique("fails")
     runs = []
     boom = ValueError("diverged")
