@@ -447,11 +447,14 @@ class ModelCache:
     # ------------------------------------------------------------------------ filling
 
     def lock(self, name: str, version: int) -> Any:
-        """An inter-process lock for filling one version."""
+        """A lock for filling one version, between processes and between threads."""
         from filelock import FileLock
 
         vdir = self.version_dir(name, version)
         _private_dir(vdir.parent)
+        # A new lock object per call, each with its own descriptor: two threads of one process
+        # exclude each other as two processes do. (One object shared with thread_local=False
+        # would let a second thread in as a re-entry of the first one's hold.)
         return FileLock(str(vdir) + ".lock", timeout=LOCK_TIMEOUT_S, mode=0o600)
 
     def _usable(self, name: str, version: int) -> CachedVersion | None:

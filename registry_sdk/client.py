@@ -769,11 +769,12 @@ class RegistryClient:
         *,
         flavor: str | None = None,
         verify: KeyPath | Sequence[KeyPath] | None = None,
+        shared: bool = False,
     ) -> Any:
         """Load a version through the local cache; see :func:`registry_sdk.load_model`."""
         from registry_sdk.loading import load_into
 
-        return load_into(self, _as_ref(ref), flavor, verify)
+        return load_into(self, _as_ref(ref), flavor, verify, shared=shared)
 
     def pull(self, ref: RefLike, *, verify: KeyPath | Sequence[KeyPath] | None = None) -> Path:
         """Fetch a version into the local cache and return its MLflow model directory.

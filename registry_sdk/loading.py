@@ -169,8 +169,9 @@ def _predict_torch(module: Any, data: Any, params: dict[str, Any] | None) -> Any
     import numpy as np
     import torch
 
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(data, pandas.DataFrame):
+    # getattr: another thread may be importing pandas, its module not filled in yet.
+    frame = getattr(sys.modules.get("pandas"), "DataFrame", None)
+    if frame is not None and isinstance(data, frame):
         # Writable (a copy only if pandas hands out a read-only view): torch warns otherwise.
         tensor = torch.from_numpy(np.require(data.to_numpy(dtype=np.float32), requirements="W"))
     elif isinstance(data, np.ndarray):
@@ -186,10 +187,10 @@ def _predict_torch(module: Any, data: Any, params: dict[str, Any] | None) -> Any
     if not isinstance(out, torch.Tensor):
         msg = f"expected the PyTorch model to return one tensor, got a {type(out).__name__}"
         raise TypeError(msg)
-    if pandas is not None and isinstance(data, pandas.DataFrame):
-        frame = pandas.DataFrame(out.numpy())
-        frame.index = data.index
-        return frame
+    if frame is not None and isinstance(data, frame):
+        result = frame(out.numpy())
+        result.index = data.index
+        return result
     return out.numpy()
 
 
@@ -531,11 +532,11 @@ def _fast_flavor(flavors: dict[str, Any], native: Any) -> str | None:
     if "sklearn" in flavors:
         return "sklearn" if module == "sklearn" else None
     if "xgboost" in flavors:
-        xgboost = sys.modules.get("xgboost")
-        return "xgboost" if xgboost is not None and isinstance(native, xgboost.XGBModel) else None
+        model = getattr(sys.modules.get("xgboost"), "XGBModel", None)
+        return "xgboost" if model is not None and isinstance(native, model) else None
     if "pytorch" in flavors:
-        torch = sys.modules.get("torch")
-        plain = torch is not None and isinstance(native, torch.nn.Module)
+        nn = getattr(sys.modules.get("torch"), "nn", None)
+        plain = nn is not None and isinstance(native, nn.Module)
         return "pytorch" if plain and module != "pytorch_forecasting" else None
     if flavors.get("python_function", {}).get("cloudpickle_version"):
         return "python_function"
@@ -710,11 +711,20 @@ def _load_native(path: Path, flavors: dict[str, Any]) -> Any:
         return model
 
 
+#: Models loaded with ``shared=True``, by (cache entry, flavor), kept for the process's life.
+_shared: dict[tuple[str, str | None], Any] = {}
+#: One lock per shared key, so that concurrent first loads of a version load it once.
+_shared_locks: dict[tuple[str, str | None], threading.Lock] = {}
+_shared_guard = threading.Lock()
+
+
 def load_into(
     client: RegistryClient,
     ref: str | ModelRef,
     flavor: str | None,
     verify: KeyPath | Sequence[KeyPath] | None = None,
+    *,
+    shared: bool = False,
 ) -> Any:
     """Resolve, fetch if needed, and load ``ref`` with ``client`` (see :func:`load_model`)."""
     from registry_sdk.signing import verify_keys
@@ -729,7 +739,17 @@ def load_into(
     from registry_sdk.decorators import record_derived_from
 
     record_derived_from(entry.version.ref)
-    return _load_entry(cache, entry, None if flavor == "pyfunc" else flavor)
+    how = None if flavor == "pyfunc" else flavor
+    if not shared:
+        return _load_entry(cache, entry, how)
+    # Checked (digest, signature) like any load before the shared object is handed out.
+    key = (str(entry.path), how)
+    with _shared_guard:
+        lock = _shared_locks.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _shared:
+            _shared[key] = _load_entry(cache, entry, how)
+        return _shared[key]
 
 
 def pull_into(
@@ -759,6 +779,7 @@ def load_model(
     offline: bool | None = None,
     client: RegistryClient | None = None,
     verify: KeyPath | Sequence[KeyPath] | None = None,
+    shared: bool = False,
 ) -> Any:
     """Load a registered model: ``load_model("churn@prod")``.
 
@@ -773,6 +794,9 @@ def load_model(
             ``os.pathsep``-separated; nothing is verified if neither names one). Checked before
             the files enter the cache, once per cached version and key (see
             :mod:`registry_sdk.signing`).
+        shared: return the one object this process loaded for the version (and ``flavor``),
+            loading it once however many threads ask at the same time; it is kept for the
+            life of the process. Default: a new object for each call.
 
     Raises:
         OfflineError: offline and the reference or version is not cached.
@@ -785,7 +809,7 @@ def load_model(
         client = _default_client(offline)
     elif offline is not None and offline != client.settings.offline:
         client = client.with_offline(offline)
-    return load_into(client, ref, flavor, verify)
+    return load_into(client, ref, flavor, verify, shared=shared)
 
 
 def pull(
