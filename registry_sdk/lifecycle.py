@@ -103,10 +103,39 @@ def alias_lock(client: RegistryClient, name: str, alias: str) -> Iterator[None]:
     try:
         yield
     finally:
+        _release(client, lock, f"{name}@{alias}")
+
+
+#: Tries to delete a held lock: a store may refuse one delete that races another mover's create.
+_RELEASE_TRIES = 3
+
+
+def _release(client: RegistryClient, lock: str, label: str) -> None:
+    """Delete the lock. The move is done either way: a lock left behind is only logged.
+
+    PostgreSQL can refuse the delete (a foreign-key violation) while another mover's create of
+    the same lock is under way; the delete is tried again. A lock that still stays is broken
+    as stale by the next mover after ``LOCK_TTL_S``.
+    """
+    for attempt in range(1, _RELEASE_TRIES + 1):
         try:
-            backend.delete_model(lock)
+            client.backend.delete_model(lock)
         except NotFoundError:
-            logger.warning("the move lock of %s@%s was broken while held", name, alias)
+            logger.warning("the move lock of %s was broken while held", label)
+            return
+        except RegistryError as exc:
+            if attempt == _RELEASE_TRIES:
+                logger.warning(
+                    "could not release the move lock of %s (%s); the next move breaks it "
+                    "after %.0f s",
+                    label,
+                    exc,
+                    LOCK_TTL_S,
+                )
+                return
+            client._sleep(0.1 * attempt)  # noqa: SLF001 - the client's injectable sleep
+        else:
+            return
 
 
 def _break_if_stale(client: RegistryClient, lock: str) -> None:
