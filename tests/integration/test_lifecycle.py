@@ -578,8 +578,10 @@ def experiment(client, tmp_path, monkeypatch):
     if not client.tracking_uri.startswith("http"):
         # The embedded store would otherwise put artifacts in ./mlruns of the working directory.
         kwargs["artifact_location"] = (tmp_path / "artifacts").as_uri()
-    experiment_id = vanilla(client).create_experiment(name, **kwargs)
-    monkeypatch.setattr(fluent, "_active_experiment_id", experiment_id)
+    vanilla(client).create_experiment(name, **kwargs)
+    # As a job names its experiment for whatever tracking server the client uses (MLflow's
+    # active experiment counts only where MLflow's global tracking URI is the client's).
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", name)
     return name
 
 
