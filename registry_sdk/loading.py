@@ -352,14 +352,15 @@ def _require_signature(
 
     if {signing.key_file_id(key) for key in keys} & set(entry.signed_by):
         return entry
+    check = _signature_check(mv, keys)
+    assert check is not None  # noqa: S101 - keys were given
     try:
-        signer = signing.verify_model(entry.artifacts, keys, label=mv.ref, tags=mv.tags)
+        recorded = tuple(check(entry.artifacts))
     except SignatureError:
         cache.evict(mv.name, mv.version)
         if client.settings.offline:
             raise
         return _fill(client, cache, mv.name, mv.version, replace=True, keys=keys)
-    recorded = (signing.key_file_id(signer),)
     return _rewrite(cache, entry, attrs.evolve(entry, signed_by=recorded), signed_by=recorded)
 
 

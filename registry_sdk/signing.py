@@ -23,6 +23,7 @@ public keys or CA certificate files (separated by ``os.pathsep``) that ``load_mo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -217,11 +218,25 @@ def _existing(raw: str, what: str, hint: str) -> Path:
 
 
 def key_file_id(key: Path) -> str:
-    """A key file's id, as a cache entry records who signed it: the sha256 of the file."""
+    """A key file's id, as a cache entry records who signed it: the sha256 of the file.
+
+    Hashed once per file as it is now (its size and modification time): a warm load with
+    ``verify=`` asks for it every time.
+    """
     try:
-        return hashlib.sha256(key.read_bytes()).hexdigest()
+        info = key.stat()
     except OSError as exc:
         msg = f"cannot read the key {key}: {exc}"
+        raise ConfigurationError(msg) from None
+    return _hashed_key(str(key), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _hashed_key(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - the cache key
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        msg = f"cannot read the key {path}: {exc}"
         raise ConfigurationError(msg) from None
 
 
